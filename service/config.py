@@ -1,0 +1,59 @@
+"""Service settings: one pydantic-settings object, every field settable as ``MADE_<NAME>`` in the environment."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Runtime configuration of the service; defaults are safe for a single-host deployment."""
+
+    model_config = SettingsConfigDict(env_prefix="MADE_", env_file=".env", extra="ignore")
+
+    # --- serving ---------------------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Address uvicorn binds to.")
+    port: int = Field(8000, ge=1, le=65535, description="Port uvicorn binds to.")
+    workers: int = Field(1, ge=1, description="uvicorn worker processes (each loads every model).")
+    model_dir: Path = Field(Path("models"), description="Model repository: one folder per model.")
+    default_model: str = Field("mnist", description="Model used when a request names none.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when available.")
+    skip_bad_models: bool = Field(
+        False, description="Skip (and log) a corrupt model folder instead of failing start-up."
+    )
+    verify_on_load: bool = Field(True, description="Check the autoregressive property at start-up.")
+    log_level: str = Field("info", description="Python log level.")
+    log_json: bool = Field(True, description="Structured JSON log lines.")
+
+    # --- request limits --------------------------------------------------------------------------
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Largest request body accepted.")
+    max_image_pixels: int = Field(4096 * 4096, ge=64, description="Largest decoded image (w*h).")
+    max_images_per_request: int = Field(64, ge=1, description="Images per /log-prob upload.")
+    max_inputs_per_request: int = Field(1024, ge=1, description="Inputs per /log-prob JSON request.")
+    max_samples_per_request: int = Field(64, ge=1, description="Upper bound on n for /sample, /complete.")
+    binarize_threshold: int = Field(
+        128, ge=0, le=255, description="Gray level at or above which an upload pixel is 1 (binary models)."
+    )
+    api_key: str | None = Field(None, description="If set, required in the X-API-Key header.")
+    cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins (off if empty).")
+
+    # --- engine ----------------------------------------------------------------------------------
+    max_active_rows: int = Field(1024, ge=1, description="Rows advanced together in one sampling step.")
+    max_queued_rows: int = Field(4096, ge=0, description="Rows waiting for admission before 503.")
+    admission_window_ms: float = Field(0.0, ge=0, description="Extra wait to gather arrivals for a step.")
+    steps_per_chunk: int = Field(16, ge=1, description="Sampling steps run between scheduler visits.")
+    logprob_max_batch: int = Field(1024, ge=1, description="Largest micro-batch for log-prob work.")
+    logprob_max_wait_ms: float = Field(2.0, ge=0, description="Longest wait to fill a log-prob batch.")
+    request_timeout_s: float = Field(60.0, gt=0, description="Per-request deadline inside the engine.")
+    retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 503.")
+    shutdown_grace_s: float = Field(20.0, ge=0, description="Time to drain in-flight work on stop.")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Settings read once from the environment (tests build their own ``Settings`` instead)."""
+    return Settings()

@@ -1,0 +1,40 @@
+"""Pure PyTorch MADE: masks, network, output distributions, samplers and checkpoint I/O (no web code)."""
+
+from .checkpoint import CheckpointError, load_model, read_card, save_model
+from .distributions import Bernoulli, DiscretizedLogistic, OutputDistribution, distribution_from_spec
+from .network import MADE, MADEConfig, MaskedLinear
+from .sampling import (
+    CachedPlan,
+    SampleResult,
+    build_plan,
+    choose_components,
+    draw_uniforms,
+    prefix_log_probs,
+    sample_cached,
+    sample_reference,
+)
+from .verify import AutoregressiveViolation, verify_autoregressive
+
+__all__ = [
+    "MADE",
+    "AutoregressiveViolation",
+    "Bernoulli",
+    "CachedPlan",
+    "CheckpointError",
+    "DiscretizedLogistic",
+    "MADEConfig",
+    "MaskedLinear",
+    "OutputDistribution",
+    "SampleResult",
+    "build_plan",
+    "choose_components",
+    "distribution_from_spec",
+    "draw_uniforms",
+    "load_model",
+    "prefix_log_probs",
+    "read_card",
+    "sample_cached",
+    "sample_reference",
+    "save_model",
+    "verify_autoregressive",
+]

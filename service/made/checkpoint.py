@@ -1,0 +1,161 @@
+"""Checkpoint I/O: a model folder holds ``model.safetensors`` (weights and degrees) and ``card.json``.
+
+Loading never unpickles: weights come from safetensors, the architecture from the card's ``config``
+(used to rebuild the model, nanoGPT style). A malformed, truncated or mismatched folder raises
+:class:`CheckpointError` naming the file and what is wrong, and a loaded model is checked for the
+autoregressive property before it is returned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .network import MADE, MADEConfig
+from .verify import AutoregressiveViolation, verify_autoregressive
+
+__all__ = ["CARD_FILE", "WEIGHTS_FILE", "CheckpointError", "library_versions", "load_model", "save_model"]
+
+CARD_FILE = "card.json"
+WEIGHTS_FILE = "model.safetensors"
+FORMAT = "made-service/1"
+
+
+class CheckpointError(Exception):
+    """A model folder cannot be served: the message names the file and the problem."""
+
+
+def library_versions() -> dict[str, str]:
+    """Versions recorded in every card, so a figure can be traced to the code that produced it."""
+    import safetensors
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "safetensors": safetensors.__version__,
+    }
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_model(
+    folder: str | Path, model: MADE, card: dict[str, Any] | None = None, dtype: torch.dtype = torch.float32
+) -> Path:
+    """Write weights and card; ``card`` holds the descriptive fields (name, data, metrics, ...).
+
+    ``dtype`` is the storage type of floating weights (``float16`` halves the file; loading upcasts).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {
+        k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu()).contiguous()
+        for k, v in model.state_dict().items()
+    }
+    weights = folder / WEIGHTS_FILE
+    tmp = weights.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata={"format": FORMAT})
+    tmp.replace(weights)
+    full = dict(card or {})
+    full["format"] = FORMAT
+    full["config"] = model.config.to_dict()
+    full.setdefault("versions", library_versions())
+    full["weights"] = {"file": WEIGHTS_FILE, "sha256": _sha256(weights), "dtype": str(dtype).removeprefix("torch.")}
+    order = model.ordering(0).tolist()
+    full["ordering"] = {
+        "kind": model.config.ordering if isinstance(model.config.ordering, str) else "explicit",
+        "shared": model.shares_ordering(),
+        "first": order[:8],
+        "last": order[-8:],
+    }
+    (folder / CARD_FILE).write_text(json.dumps(full, indent=2) + "\n")
+    return folder
+
+
+def read_card(folder: str | Path) -> dict[str, Any]:
+    """Parse ``card.json``; a missing or malformed card is a :class:`CheckpointError`."""
+    path = Path(folder) / CARD_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing model card")
+    try:
+        card = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from e
+    if not isinstance(card, dict) or card.get("format") != FORMAT or not isinstance(card.get("config"), dict):
+        raise CheckpointError(f"{path}: not a {FORMAT} model card (needs 'format' and 'config')")
+    return card
+
+
+def _check_degrees(model: MADE, where: str) -> None:
+    d = model.data_dim
+    ref = torch.arange(1, d + 1)
+    for k in range(model.num_masks):
+        if not torch.equal(torch.sort(model.input_degrees[k]).values, ref):
+            raise CheckpointError(f"{where}: input degrees of mask {k} are not a permutation of 1..{d}")
+        for li in range(len(model.config.hidden)):
+            deg = model.hidden_degrees(li)[k]
+            if int(deg.min()) < 1 or int(deg.max()) > d - 1:
+                raise CheckpointError(f"{where}: hidden degrees of mask {k}, layer {li} leave 1..{d - 1}")
+
+
+def load_model(
+    folder: str | Path, device: str | torch.device = "cpu", verify: bool = True
+) -> tuple[MADE, dict[str, Any]]:
+    """Rebuild a model from its folder; returns ``(model in eval mode, card)``."""
+    folder = Path(folder)
+    card = read_card(folder)
+    card_path = folder / CARD_FILE
+    try:
+        config = MADEConfig.from_dict(card["config"])
+        model = MADE(config)
+    except (TypeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{card_path}: invalid config ({e})") from e
+    weights = folder / str(card.get("weights", {}).get("file", WEIGHTS_FILE))
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: missing weights file")
+    expected_sha = card.get("weights", {}).get("sha256")
+    if expected_sha and _sha256(weights) != expected_sha:
+        raise CheckpointError(f"{weights}: checksum does not match the card (truncated or replaced file?)")
+    try:
+        tensors = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{weights}: unreadable safetensors file ({e})") from e
+    own = model.state_dict()
+    missing = sorted(set(own) - set(tensors))
+    extra = sorted(set(tensors) - set(own))
+    if missing or extra:
+        raise CheckpointError(f"{weights}: does not match the card's architecture (missing {missing}, unexpected {extra})")
+    for name, t in tensors.items():
+        if tuple(t.shape) != tuple(own[name].shape):
+            raise CheckpointError(
+                f"{weights}: tensor {name!r} has shape {tuple(t.shape)}, the card's architecture needs "
+                f"{tuple(own[name].shape)}"
+            )
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise CheckpointError(f"{weights}: tensor {name!r} holds NaN or infinite values")
+        if t.is_floating_point() != own[name].is_floating_point():
+            raise CheckpointError(f"{weights}: tensor {name!r} has dtype {t.dtype}, expected {own[name].dtype}")
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()})
+    _check_degrees(model, str(weights))
+    model.refresh_masks()
+    model.to(device).eval()
+    if verify:
+        try:
+            verify_autoregressive(model)
+        except AutoregressiveViolation as e:
+            raise CheckpointError(f"{weights}: {e}") from e
+    return model, card
