@@ -74,7 +74,11 @@ def save_model(
     full["format"] = FORMAT
     full["config"] = model.config.to_dict()
     full.setdefault("versions", library_versions())
-    full["weights"] = {"file": WEIGHTS_FILE, "sha256": _sha256(weights), "dtype": str(dtype).removeprefix("torch.")}
+    full["weights"] = {
+        "file": WEIGHTS_FILE,
+        "sha256": _sha256(weights),
+        "dtype": str(dtype).removeprefix("torch."),
+    }
     order = model.ordering(0).tolist()
     full["ordering"] = {
         "kind": model.config.ordering if isinstance(model.config.ordering, str) else "explicit",
@@ -138,7 +142,9 @@ def load_model(
     missing = sorted(set(own) - set(tensors))
     extra = sorted(set(tensors) - set(own))
     if missing or extra:
-        raise CheckpointError(f"{weights}: does not match the card's architecture (missing {missing}, unexpected {extra})")
+        raise CheckpointError(
+            f"{weights}: does not match the card's architecture (missing {missing}, unexpected {extra})"
+        )
     for name, t in tensors.items():
         if tuple(t.shape) != tuple(own[name].shape):
             raise CheckpointError(
@@ -148,7 +154,9 @@ def load_model(
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise CheckpointError(f"{weights}: tensor {name!r} holds NaN or infinite values")
         if t.is_floating_point() != own[name].is_floating_point():
-            raise CheckpointError(f"{weights}: tensor {name!r} has dtype {t.dtype}, expected {own[name].dtype}")
+            raise CheckpointError(
+                f"{weights}: tensor {name!r} has dtype {t.dtype}, expected {own[name].dtype}"
+            )
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()})
     _check_degrees(model, str(weights))
     model.refresh_masks()

@@ -102,7 +102,9 @@ class DiscretizedLogistic:
         lo = torch.where(flip, -upper, lower)
         log_hi = F.logsigmoid(hi)
         gap = (F.logsigmoid(lo) - log_hi).clamp(max=-1e-12)
-        log1mexp = torch.where(gap > -math.log(2.0), torch.log(-torch.expm1(gap)), torch.log1p(-torch.exp(gap)))
+        log1mexp = torch.where(
+            gap > -math.log(2.0), torch.log(-torch.expm1(gap)), torch.log1p(-torch.exp(gap))
+        )
         inner = log_hi + log1mexp
         vv = v[..., None]
         log_p = torch.where(

@@ -104,7 +104,7 @@ class MADE(nn.Module):
         super().__init__()
         self.config = config
         self.dist: OutputDistribution = distribution_from_spec(config.distribution)
-        d, p, k_masks = config.data_dim, self.dist.n_params, config.num_masks
+        d, k_masks = config.data_dim, config.num_masks
 
         gen = torch.Generator().manual_seed(config.mask_seed)
         orders = []
@@ -174,7 +174,9 @@ class MADE(nn.Module):
         out_deg = self.output_degrees()
         self.output_layer.masks = torch.stack([output_mask(out_deg[k], degs[-1][k]) for k in range(k_masks)])
         if self.direct_layer is not None:
-            self.direct_layer.masks = torch.stack([output_mask(out_deg[k], degs[0][k]) for k in range(k_masks)])
+            self.direct_layer.masks = torch.stack(
+                [output_mask(out_deg[k], degs[0][k]) for k in range(k_masks)]
+            )
 
     @property
     def activation(self) -> Any:
@@ -195,7 +197,11 @@ class MADE(nn.Module):
     def forward_rows(self, x: torch.Tensor, ks: torch.Tensor) -> torch.Tensor:
         """Parameters when each row ``b`` uses its own mask ``ks[b]`` (rows grouped per mask)."""
         out = torch.empty(
-            x.shape[0], self.data_dim, self.dist.n_params, dtype=self.output_layer.weight.dtype, device=x.device
+            x.shape[0],
+            self.data_dim,
+            self.dist.n_params,
+            dtype=self.output_layer.weight.dtype,
+            device=x.device,
         )
         for k in torch.unique(ks).tolist():
             rows = ks == k

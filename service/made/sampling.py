@@ -178,7 +178,9 @@ def build_plan(model: MADE, k: int = 0) -> CachedPlan:
     if model.direct_layer is not None:
         wd = model.direct_layer.masked_weight(k).view(p, d, d)[:, order][:, :, order]
         direct = wd.transpose(0, 1).contiguous()
-    return CachedPlan(order, weights, biases, bounds, w_out.transpose(0, 1).contiguous(), b_out.T.contiguous(), direct)
+    return CachedPlan(
+        order, weights, biases, bounds, w_out.transpose(0, 1).contiguous(), b_out.T.contiguous(), direct
+    )
 
 
 class _CachedState:
@@ -217,7 +219,9 @@ class _CachedState:
             self.acc[li][:, lo:] += prev[:, lo_prev:hi_prev] @ w[lo:, lo_prev:hi_prev].T
             self.h[li][:, lo:hi] = act(self.acc[li][:, lo:hi])
             prev, lo_prev, hi_prev = self.h[li], lo, hi
-        self.out[:, m:] += torch.einsum("nh,dph->ndp", prev[:, lo_prev:hi_prev], plan.out_weight[m:, :, lo_prev:hi_prev])
+        self.out[:, m:] += torch.einsum(
+            "nh,dph->ndp", prev[:, lo_prev:hi_prev], plan.out_weight[m:, :, lo_prev:hi_prev]
+        )
         if plan.direct is not None:
             self.out[:, m:] += v[:, None, None] * plan.direct[m:, :, m - 1]
 

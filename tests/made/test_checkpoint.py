@@ -1,0 +1,129 @@
+"""Checkpoint round trip; every malformed folder is refused with a message naming the file."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from service.made import CheckpointError, load_model, save_model
+from service.made.checkpoint import CARD_FILE, WEIGHTS_FILE
+
+from .conftest import LOGI, make_model
+
+
+@pytest.fixture
+def saved(tmp_path):
+    model = make_model(num_masks=2, direct=True, hidden=(16, 8)).float()
+    folder = save_model(tmp_path / "m", model, {"name": "m", "shape": [2, 4], "value_range": [0, 1]})
+    return model, folder
+
+
+def test_round_trip(saved):
+    model, folder = saved
+    loaded, card = load_model(folder)
+    assert card["name"] == "m" and card["config"]["num_masks"] == 2
+    assert card["versions"]["torch"] == torch.__version__
+    x = torch.randint(0, 2, (5, 8)).float()
+    assert torch.equal(model.log_prob(x), loaded.log_prob(x))
+    assert torch.equal(model.input_degrees, loaded.input_degrees)
+    for a, b in zip(model.hidden_layers, loaded.hidden_layers, strict=True):
+        assert torch.equal(a.masks, b.masks)
+
+
+def test_float16_storage_round_trip(tmp_path):
+    model = make_model(distribution=LOGI, data_dim=32, hidden=(128,)).float()
+    folder = save_model(tmp_path / "h", model, {}, dtype=torch.float16)
+    loaded, card = load_model(folder)
+    assert card["weights"]["dtype"] == "float16"
+    assert loaded.output_layer.weight.dtype == torch.float32
+    assert (folder / WEIGHTS_FILE).stat().st_size < 0.6 * sum(p.numel() * 4 for p in model.parameters())
+
+
+def test_missing_card(saved):
+    _, folder = saved
+    (folder / CARD_FILE).unlink()
+    with pytest.raises(CheckpointError, match="missing model card"):
+        load_model(folder)
+
+
+def test_invalid_json(saved):
+    _, folder = saved
+    (folder / CARD_FILE).write_text("{not json")
+    with pytest.raises(CheckpointError, match=r"card\.json: not valid JSON"):
+        load_model(folder)
+
+
+def test_truncated_weights(saved):
+    _, folder = saved
+    path = folder / WEIGHTS_FILE
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(CheckpointError, match="checksum does not match"):
+        load_model(folder)
+    card = json.loads((folder / CARD_FILE).read_text())
+    del card["weights"]["sha256"]
+    (folder / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match="unreadable safetensors"):
+        load_model(folder)
+
+
+def test_pickle_is_never_loaded(saved, tmp_path):
+    _, folder = saved
+    torch.save({"x": torch.zeros(1)}, folder / WEIGHTS_FILE)  # a pickle posing as weights
+    card = json.loads((folder / CARD_FILE).read_text())
+    del card["weights"]["sha256"]
+    (folder / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match="unreadable safetensors"):
+        load_model(folder)
+
+
+def test_mismatched_architecture(saved, tmp_path):
+    _, folder = saved
+    other = save_model(tmp_path / "o", make_model(num_masks=2, direct=True, hidden=(16, 9)).float(), {})
+    shutil.copy(other / WEIGHTS_FILE, folder / WEIGHTS_FILE)
+    card = json.loads((folder / CARD_FILE).read_text())
+    del card["weights"]["sha256"]
+    (folder / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match="has shape"):
+        load_model(folder)
+    card["config"]["direct"] = False
+    (folder / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match="unexpected"):
+        load_model(folder)
+
+
+def test_invalid_config(saved):
+    _, folder = saved
+    card = json.loads((folder / CARD_FILE).read_text())
+    card["config"]["activation"] = "sinc"
+    (folder / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match="invalid config"):
+        load_model(folder)
+
+
+def test_tampered_degrees_are_refused(saved):
+    from safetensors.torch import load_file, save_file
+
+    _, folder = saved
+    tensors = load_file(str(folder / WEIGHTS_FILE))
+    tensors["input_degrees"][0, 0] = tensors["input_degrees"][0, 1]  # no longer a permutation
+    save_file(tensors, str(folder / WEIGHTS_FILE))
+    card = json.loads((folder / CARD_FILE).read_text())
+    del card["weights"]["sha256"]
+    (folder / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match="not a permutation"):
+        load_model(folder)
+
+
+def test_non_finite_weights_are_refused(saved):
+    from safetensors.torch import load_file, save_file
+
+    _, folder = saved
+    tensors = load_file(str(folder / WEIGHTS_FILE))
+    tensors["output_layer.bias"][0] = float("nan")
+    save_file(tensors, str(folder / WEIGHTS_FILE))
+    card = json.loads((folder / CARD_FILE).read_text())
+    del card["weights"]["sha256"]
+    (folder / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match="NaN"):
+        load_model(folder)
