@@ -1,0 +1,266 @@
+"""Command line: ``python -m service.training {train,export,eval} ...``.
+
+``train`` resolves a preset plus flags into settings, trains (resumable), and exports the best weights
+as a model folder; ``export`` re-exports a run directory (also while it is still training); ``eval``
+prints held-out NLL of a model folder in nats and bits/dim, single mask and K-mask ensemble.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..made import MADE, CheckpointError, MADEConfig, load_model
+from .data import DATASETS, load_dataset
+from .evaluate import nll_report, split_metrics
+from .export import device_description, export_run, read_run, write_run
+from .loop import TrainConfig, train
+from .presets import PRESETS, preset
+
+__all__ = ["main"]
+
+# Flags that map onto a preset key of the same name (value None = take the preset's).
+_TRAIN_KEYS = [
+    "dataset",
+    "data",
+    "out",
+    "name",
+    "description",
+    "hidden",
+    "activation",
+    "direct",
+    "masks",
+    "vary_ordering",
+    "mask_seed",
+    "components",
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "lr_schedule",
+    "min_lr",
+    "patience",
+    "select",
+    "seed",
+    "device",
+    "threads",
+    "storage",
+    "grad_clip",
+]
+
+
+def _hidden(text: str) -> list[int]:
+    try:
+        widths = [int(h) for h in text.split(",") if h.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--hidden wants comma-separated widths, got {text!r}") from None
+    if not widths or min(widths) < 1:
+        raise argparse.ArgumentTypeError("--hidden needs at least one positive width")
+    return widths
+
+
+def _add_train(sub: Any) -> None:
+    p = sub.add_parser("train", help="train a MADE and export the best weights as a model folder")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="mnist")
+    p.add_argument("--dataset", choices=DATASETS, help="data set kind (the preset's by default)")
+    p.add_argument("--data", help="path of the data file (mnist, faces)")
+    p.add_argument("--out", help="model folder to write")
+    p.add_argument("--run-dir", help="where the resume state and run.json go (default runs/NAME)")
+    p.add_argument("--name")
+    p.add_argument("--description")
+    p.add_argument("--hidden", type=_hidden, help="hidden widths, e.g. 1000,1000")
+    p.add_argument("--activation", choices=["elu", "relu", "tanh", "gelu"])
+    p.add_argument("--direct", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--masks", type=int, help="K masks cycled per minibatch (k = step %% K)")
+    p.add_argument("--vary-ordering", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--mask-seed", type=int)
+    p.add_argument("--components", type=int, help="logistic mixture components (gray-level data)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--lr-schedule", choices=["constant", "cosine", "plateau"])
+    p.add_argument("--min-lr", type=float)
+    p.add_argument("--patience", type=int, help="epochs without validation improvement before stopping")
+    p.add_argument("--select", choices=["mask0", "ensemble"], help="validation NLL used for early stopping")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="cpu, cuda or cuda:N")
+    p.add_argument("--threads", type=int, help="torch.set_num_threads")
+    p.add_argument("--storage", choices=["float32", "float16"], help="dtype of the saved weights")
+    p.add_argument("--grad-clip", type=float)
+    p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/train.state.pt")
+    p.add_argument("--samples", type=int, default=64, help="samples drawn for samples.png")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bar (epoch lines still print)")
+
+
+def _add_export(sub: Any) -> None:
+    p = sub.add_parser("export", help="write the best weights of a run directory as a model folder")
+    p.add_argument("run_dir")
+    p.add_argument("--out", help="model folder (default: the run's)")
+    p.add_argument("--samples", type=int, default=64)
+    p.add_argument("--threads", type=int)
+
+
+def _add_eval(sub: Any) -> None:
+    p = sub.add_parser("eval", help="held-out NLL of a model folder (nats and bits/dim)")
+    p.add_argument("model_dir")
+    p.add_argument("--data", help="data file (mnist, faces); the card says which data set")
+    p.add_argument("--split", choices=["train", "valid", "test"], default="test")
+    p.add_argument("--limit", type=int, help="first N examples of the split only")
+    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+
+
+def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Preset values overridden by every flag that was given."""
+    settings = preset(args.preset)
+    settings.setdefault("components", 1)
+    settings.setdefault("vary_ordering", False)
+    settings.setdefault("mask_seed", 0)
+    settings.setdefault("weight_decay", 0.0)
+    settings.setdefault("min_lr", 1e-5)
+    settings.setdefault("seed", 0)
+    settings.setdefault("device", "cpu")
+    settings.setdefault("threads", None)
+    settings.setdefault("grad_clip", None)
+    for key in _TRAIN_KEYS:
+        value = getattr(args, key, None)
+        if value is not None:
+            settings[key] = value
+    settings["preset"] = args.preset
+    return settings
+
+
+def _made_config(settings: dict[str, Any], data_dim: int, distribution: dict[str, Any]) -> MADEConfig:
+    dist = dict(distribution)
+    if dist["type"] == "discretized_logistic":
+        dist["n_components"] = int(settings["components"])
+    return MADEConfig(
+        data_dim=data_dim,
+        hidden=tuple(settings["hidden"]),
+        distribution=dist,
+        activation=settings["activation"],
+        direct=bool(settings["direct"]),
+        num_masks=int(settings["masks"]),
+        ordering="natural",
+        vary_ordering=bool(settings["vary_ordering"]),
+        mask_seed=int(settings["mask_seed"]),
+    )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    settings = resolve_settings(args)
+    if settings["threads"]:
+        torch.set_num_threads(int(settings["threads"]))
+    run_dir = Path(args.run_dir or f"runs/{settings['name']}")
+    data = load_dataset(settings["dataset"], settings.get("data"))
+    torch.manual_seed(int(settings["seed"]))
+    config = _made_config(settings, data.data_dim, data.distribution)
+    model = MADE(config)
+    settings["parameters"] = sum(p.numel() for p in model.parameters())
+    settings["device_description"] = device_description(settings["device"], settings["threads"])
+    if args.resume and (run_dir / "run.json").is_file():
+        old = read_run(run_dir)
+        settings["device_description"] = old.get("device_description", settings["device_description"])
+    write_run(run_dir, settings)
+    tcfg = TrainConfig(
+        epochs=int(settings["epochs"]),
+        batch_size=int(settings["batch_size"]),
+        lr=float(settings["lr"]),
+        weight_decay=float(settings["weight_decay"]),
+        lr_schedule=settings["lr_schedule"],
+        min_lr=float(settings["min_lr"]),
+        patience=int(settings["patience"]),
+        select=settings["select"],
+        seed=int(settings["seed"]),
+        device=settings["device"],
+        threads=settings["threads"],
+        grad_clip=settings["grad_clip"],
+    )
+    print(
+        f"training {settings['name']}: {settings['parameters']:,} parameters, {config.to_dict()}", flush=True
+    )
+    result = train(
+        model, data.train, data.valid, tcfg, run_dir, resume=args.resume, progress=not args.no_progress
+    )
+    print(f"best valid NLL {result.best_valid_nll:.3f} at epoch {result.best_epoch} of {result.epochs_run}")
+    card = export_run(run_dir, settings["out"], data=data, samples=args.samples, seed=int(settings["seed"]))
+    print(f"wrote {settings['out']}")
+    print(nll_report("test", card["metrics"]["test"]))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    card = export_run(args.run_dir, args.out, samples=args.samples)
+    print(nll_report("valid", card["metrics"]["valid"]))
+    print(nll_report("test", card["metrics"]["test"]))
+    return 0
+
+
+def _kind_of(card: dict[str, Any]) -> str:
+    training = card.get("training", {})
+    if training.get("dataset") in DATASETS:
+        return str(training["dataset"])
+    name = card.get("data", {}).get("name", "")
+    kinds = {
+        "binarized_mnist": "mnist",
+        "olivetti_faces": "faces",
+        "sklearn_digits_binary": "digits",
+        "sklearn_digits_gray": "digits-gray",
+    }
+    if name not in kinds:
+        raise ValueError(
+            f"the card does not say which data set the model was trained on (data.name={name!r})"
+        )
+    return kinds[name]
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, card = load_model(args.model_dir, device=args.device)
+    data = load_dataset(_kind_of(card), args.data)
+    if data.data_dim != model.data_dim:
+        raise ValueError(f"data has {data.data_dim} dimensions, the model {model.data_dim}")
+    x = data.split(args.split)
+    if args.limit is not None:
+        if args.limit < 1:
+            raise ValueError("--limit must be >= 1")
+        x = x[: args.limit]
+    metrics = split_metrics(model, x, args.batch_size)
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        print(f"{args.model_dir}: {card.get('name', '?')} on {data.name}")
+        print(nll_report(args.split, metrics))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m service.training``."""
+    parser = argparse.ArgumentParser(prog="python -m service.training", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_train(sub)
+    _add_export(sub)
+    _add_eval(sub)
+    args = parser.parse_args(argv)
+    commands = {"train": cmd_train, "export": cmd_export, "eval": cmd_eval}
+    try:
+        return commands[args.command](args)
+    except (FileNotFoundError, ValueError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Named training presets: data set, architecture and hyperparameters; command-line flags override them.
+
+Paths are relative to the project root (the data lives beside the repository, in ``../shared/data``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["PRESETS", "preset"]
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "mnist": {
+        "dataset": "mnist",
+        "data": "../shared/data/binarized_mnist.npz",
+        "out": "models/mnist",
+        "name": "mnist",
+        "description": (
+            "MADE on binarized MNIST (28x28, Bernoulli outputs), natural raster ordering shared by every "
+            "mask, so any top part of an image can be conditioned on."
+        ),
+        "hidden": [2000],
+        "activation": "elu",
+        "direct": True,
+        "masks": 4,
+        "epochs": 200,
+        "batch_size": 100,
+        "lr": 2e-3,
+        "lr_schedule": "plateau",
+        "patience": 12,
+        "select": "mask0",
+        "storage": "float32",
+    },
+    "faces": {
+        "dataset": "faces",
+        "data": "../shared/data/olivetti_faces.npz",
+        "out": "models/faces",
+        "name": "faces",
+        "description": (
+            "MADE on Olivetti faces (64x64, 256 gray levels, one discretized logistic per pixel), natural "
+            "raster ordering: the bottom half of a face can be completed from its top half."
+        ),
+        "hidden": [300],
+        "activation": "elu",
+        "direct": False,
+        "masks": 1,
+        "epochs": 400,
+        "batch_size": 20,
+        "lr": 1e-3,
+        "lr_schedule": "plateau",
+        "patience": 30,
+        "select": "mask0",
+        "storage": "float16",
+    },
+    "digits": {
+        "dataset": "digits",
+        "data": None,
+        "out": "runs/digits/model",
+        "name": "digits",
+        "description": "MADE on scikit-learn's 8x8 digits binarized at 8 of 0..16 (Bernoulli outputs).",
+        "hidden": [128],
+        "activation": "elu",
+        "direct": True,
+        "masks": 2,
+        "epochs": 60,
+        "batch_size": 50,
+        "lr": 3e-3,
+        "lr_schedule": "constant",
+        "patience": 10,
+        "select": "mask0",
+        "storage": "float32",
+    },
+    "digits-gray": {
+        "dataset": "digits-gray",
+        "data": None,
+        "out": "runs/digits-gray/model",
+        "name": "digits-gray",
+        "description": "MADE on scikit-learn's 8x8 digits as 17 gray levels (discretized logistic outputs).",
+        "hidden": [128],
+        "activation": "elu",
+        "direct": True,
+        "masks": 2,
+        "epochs": 60,
+        "batch_size": 50,
+        "lr": 3e-3,
+        "lr_schedule": "constant",
+        "patience": 10,
+        "select": "mask0",
+        "storage": "float32",
+    },
+}
+
+
+def preset(name: str) -> dict[str, Any]:
+    """A copy of preset ``name``; unknown names are an error listing the choices."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}: use one of {', '.join(PRESETS)}")
+    return dict(PRESETS[name])

@@ -1,0 +1,81 @@
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from service.made import load_model, read_card
+from service.training.cli import main
+from service.training.images import image_grid
+from service.training.loop import STATE_FILE
+
+
+def _train(tmp_path, run, out, *extra):
+    argv = ["train", "--preset", "digits", "--run-dir", str(tmp_path / run), "--out", str(tmp_path / out)]
+    argv += ["--threads", "1", "--no-progress", "--samples", "4", "--lr", "3e-3", *extra]
+    assert main(argv) == 0
+    return read_card(tmp_path / out)
+
+
+def test_short_digits_run_lowers_valid_nll_and_writes_a_loadable_folder(tmp_path):
+    card = _train(tmp_path, "run", "model", "--epochs", "4")
+    hist = card["training"]["history"]
+    assert len(hist) == 4 and hist[-1]["valid_nll"] < hist[0]["valid_nll"] - 1.0
+    for key in ("name", "description", "data", "shape", "value_range", "training", "wall_time_s", "device"):
+        assert key in card
+    assert card["data"]["name"] == "sklearn_digits_binary" and "split" in card["data"]
+    assert card["shape"] == [8, 8] and card["value_range"] == [0, 1]
+    assert card["training"]["epochs_run"] == 4 and card["training"]["seed"] == 0
+    assert set(card["versions"]) >= {"torch", "numpy", "python"}
+    test = card["metrics"]["test"]
+    assert test["bits_per_dim"] == pytest.approx(test["nll_nats"] / (64 * 0.6931471805599453), rel=1e-4)
+    model, _ = load_model(tmp_path / "model")
+    assert model.num_masks == 2 and model.config.direct
+    with Image.open(tmp_path / "model" / "samples.png") as img:
+        assert img.mode == "L" and img.width > 16
+    assert (tmp_path / "model" / "completions.png").is_file()
+    # The card's test figure is what the saved weights give.
+    x = torch.tensor([[0.0] * 64])
+    assert torch.isfinite(model.log_prob(x)).all()
+
+
+def test_resume_continues_from_the_saved_epoch_and_matches_an_uninterrupted_run(tmp_path):
+    _train(tmp_path, "a", "ma", "--epochs", "2")
+    st = torch.load(tmp_path / "a" / STATE_FILE, weights_only=False)
+    assert st["epoch"] == 2
+    resumed = _train(tmp_path, "a", "ma", "--epochs", "4", "--resume")
+    straight = _train(tmp_path, "b", "mb", "--epochs", "4")
+    assert resumed["training"]["epochs_run"] == 4
+    assert [h["valid_nll"] for h in resumed["training"]["history"]] == pytest.approx(
+        [h["valid_nll"] for h in straight["training"]["history"]], abs=1e-6
+    )
+    assert resumed["weights"]["sha256"] == straight["weights"]["sha256"]
+
+
+def test_gray_digits_float16_storage_and_eval_command(tmp_path, capsys):
+    argv = ["train", "--preset", "digits-gray", "--epochs", "2", "--storage", "float16", "--hidden", "32"]
+    argv += ["--run-dir", str(tmp_path / "g"), "--out", str(tmp_path / "mg"), "--threads", "1"]
+    assert main([*argv, "--no-progress", "--samples", "4"]) == 0
+    card = read_card(tmp_path / "mg")
+    assert card["weights"]["dtype"] == "float16"
+    assert card["config"]["distribution"]["n_bins"] == 17
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "mg"), "--json", "--threads", "1"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    # Metrics in the card were computed on the float16-rounded weights that eval loads.
+    assert got["nll_nats"] == pytest.approx(card["metrics"]["test"]["nll_nats"], abs=1e-3)
+    assert got["ensemble_nll_nats"] == pytest.approx(card["metrics"]["test"]["ensemble_nll_nats"], abs=1e-3)
+
+
+def test_bad_flags_are_reported(tmp_path, capsys):
+    assert main(["eval", str(tmp_path / "missing")]) == 2
+    assert "missing model card" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--preset", "digits", "--hidden", "0"])
+
+
+def test_image_grid_layout():
+    imgs = torch.arange(2 * 3 * 4, dtype=torch.float32).reshape(2, 3, 4).numpy()
+    img = image_grid(imgs, value_max=23.0, ncols=2, pad=1)
+    assert img.size == (2 * (4 + 1) + 1, 3 + 2)
+    assert img.getpixel((1, 1)) == 0 and img.getpixel((1 + 5 + 3, 1 + 2)) == 255
