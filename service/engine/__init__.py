@@ -1,0 +1,35 @@
+"""The inference engine: batches MADE's sequential sampling loop across concurrent requests.
+
+Iteration-level scheduling (vLLM style): every active row, whatever its request, advances one
+dimension per step with the cached sampler; requests join between chunks and rows leave as soon as
+they finish. See :mod:`.scheduler` (model-free bookkeeping), :mod:`.runner_numba` / :mod:`.runner_torch`
+(per-row model state) and :mod:`.loop` (the asyncio engine).
+"""
+
+from .loop import Engine
+from .types import (
+    EngineConfig,
+    EngineError,
+    EngineFull,
+    EngineMetrics,
+    EngineStats,
+    EngineStopped,
+    EngineTimeout,
+    LogProbOutput,
+    NullMetrics,
+    SampleOutput,
+)
+
+__all__ = [
+    "Engine",
+    "EngineConfig",
+    "EngineError",
+    "EngineFull",
+    "EngineMetrics",
+    "EngineStats",
+    "EngineStopped",
+    "EngineTimeout",
+    "LogProbOutput",
+    "NullMetrics",
+    "SampleOutput",
+]

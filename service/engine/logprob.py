@@ -1,0 +1,188 @@
+"""Micro-batched log-likelihoods: many requests share one forward pass per mask.
+
+Requests queue their ``(B, D)`` inputs; a background task waits for the first one, then up to
+``max_wait_s`` (or until ``max_batch`` rows are queued) for others, concatenates them and runs the
+K masks once in a worker thread. Mixture conditionals follow ``MADE.ensemble_log_prob_per_dim``:
+with cumulative component log-likelihoods ``c_k(<=d)`` along the shared ordering,
+``log p(x_d | x_<d) = LSE_k c_k(<=d) - LSE_k c_k(<d)``, which telescope to ``log p(x)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import deque
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from service.made import MADE
+
+from .types import EngineFull, EngineMetrics, EngineStopped, LogProbOutput
+
+__all__ = ["LogProbBatcher", "log_prob_batch", "validate_data"]
+
+
+def validate_data(model: MADE, x: np.ndarray, name: str) -> np.ndarray:
+    """Check data values (shape ``(..., D)``, finite, integer levels ``0..n_bins-1``); returns float64."""
+    arr = np.asarray(x, dtype=np.float64)
+    d, top = model.data_dim, model.dist.n_bins - 1
+    if arr.shape[-1:] != (d,):
+        raise ValueError(f"{name} must have {d} values per row, got shape {tuple(arr.shape)}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} holds NaN or infinite values")
+    if (arr < 0).any() or (arr > top).any() or (arr != np.round(arr)).any():
+        raise ValueError(f"{name} values must be integer levels in 0..{top}")
+    return arr
+
+
+@torch.no_grad()
+def log_prob_batch(model: MADE, x: np.ndarray, per_dim: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Mixture ``log p(x)`` ``(B,)`` and, if asked, the mixture conditionals ``(B, D)``, float64."""
+    w = model.output_layer.weight
+    xt = torch.as_tensor(x, dtype=w.dtype, device=w.device)
+    k_masks = model.num_masks
+    if k_masks == 1:
+        pd = model.log_prob_per_dim(xt, 0).to(torch.float64)
+        return pd.sum(-1).cpu().numpy(), pd.cpu().numpy() if per_dim else None
+    per = [model.log_prob_per_dim(xt, k).to(torch.float64) for k in range(k_masks)]
+    if not per_dim:
+        comp = torch.stack([p.sum(-1) for p in per], -1)
+        return (torch.logsumexp(comp, -1) - math.log(k_masks)).cpu().numpy(), None
+    order = model.ordering(0)
+    cum = torch.stack([p[:, order] for p in per], -1).cumsum(1)  # (B, D, K) along the ordering
+    mix = torch.logsumexp(cum, dim=-1) - math.log(k_masks)
+    cond = torch.diff(mix, dim=1, prepend=torch.zeros_like(mix[:, :1]))
+    out = torch.empty_like(cond)
+    out[:, order] = cond
+    return mix[:, -1].cpu().numpy(), out.cpu().numpy()
+
+
+@dataclass(eq=False)
+class _Item:
+    x: np.ndarray
+    per_dim: bool
+    future: asyncio.Future[LogProbOutput]
+    internal: bool = False
+    submitted: float = field(default_factory=time.monotonic)
+
+
+class LogProbBatcher:
+    """Queue + background task that serves log-prob requests in batches of up to ``max_batch`` rows."""
+
+    def __init__(
+        self,
+        model: MADE,
+        executor: Executor,
+        max_batch: int,
+        max_wait_s: float,
+        max_queued_rows: int,
+        metrics: EngineMetrics,
+    ) -> None:
+        self.model = model
+        self.executor = executor
+        self.max_batch = max_batch
+        self.max_wait_s = max_wait_s
+        self.max_queued_rows = max_queued_rows
+        self.metrics = metrics
+        self._queue: deque[_Item] = deque()
+        self._queued_rows = 0
+        self._wake = asyncio.Event()
+        self.batches_run = 0
+
+    @property
+    def queued_rows(self) -> int:
+        return self._queued_rows
+
+    def submit(self, x: np.ndarray, per_dim: bool, internal: bool = False) -> asyncio.Future[LogProbOutput]:
+        """Queue ``x`` (validated, ``(B, D)``); ``internal`` work (the engine's own) skips the limit."""
+        b = x.shape[0]
+        if not internal and self._queued_rows + b > self.max_queued_rows + self.max_batch:
+            raise EngineFull(f"log-prob queue is full ({self._queued_rows} rows waiting)", 1.0)
+        fut: asyncio.Future[LogProbOutput] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Item(x, per_dim, fut, internal))
+        self._queued_rows += b
+        self._wake.set()
+        return fut
+
+    def fail_all(self, exc: Exception) -> None:
+        while self._queue:
+            item = self._queue.popleft()
+            if not item.future.done():
+                item.future.set_exception(exc)
+        self._queued_rows = 0
+
+    async def run(self) -> None:
+        """Serve batches until cancelled."""
+        loop = asyncio.get_running_loop()
+        while True:
+            while not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+            t_end = time.monotonic() + self.max_wait_s
+            while self._queued_rows < self.max_batch and (left := t_end - time.monotonic()) > 0:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), left)
+                except TimeoutError:
+                    break
+            batch: list[_Item] = []
+            rows = 0
+            while self._queue and (not batch or rows + self._queue[0].x.shape[0] <= self.max_batch):
+                item = self._queue.popleft()
+                self._queued_rows -= item.x.shape[0]
+                if item.future.done():  # cancelled while queued
+                    continue
+                batch.append(item)
+                rows += item.x.shape[0]
+            if not batch:
+                continue
+            await self._serve(loop, batch)
+
+    async def _serve(self, loop: asyncio.AbstractEventLoop, batch: list[_Item]) -> None:
+        started = time.monotonic()
+        x = np.concatenate([it.x for it in batch])
+        per_dim = any(it.per_dim for it in batch)
+        try:
+            lp, pd = await loop.run_in_executor(self.executor, self._compute, x, per_dim)
+        except asyncio.CancelledError:
+            for it in batch:
+                if not it.future.done():
+                    it.future.set_exception(EngineStopped("engine stopped"))
+            raise
+        except Exception as e:  # a failure fails this batch only
+            for it in batch:
+                if not it.future.done():
+                    it.future.set_exception(
+                        e if isinstance(e, ValueError) else RuntimeError(f"log-prob failed: {e}")
+                    )
+            return
+        self.batches_run += 1
+        at = 0
+        now = time.monotonic()
+        for it in batch:
+            b = it.x.shape[0]
+            if not it.future.done():
+                it.future.set_result(
+                    LogProbOutput(
+                        lp[at : at + b].copy(),
+                        pd[at : at + b].copy() if it.per_dim and pd is not None else None,
+                    )
+                )
+            at += b
+            if not it.internal:
+                self.metrics.request_done("log_prob", started - it.submitted, now - it.submitted, "ok")
+
+    def _compute(self, x: np.ndarray, per_dim: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        if x.shape[0] <= self.max_batch:
+            return log_prob_batch(self.model, x, per_dim)
+        parts = [
+            log_prob_batch(self.model, x[i : i + self.max_batch], per_dim)
+            for i in range(0, len(x), self.max_batch)
+        ]
+        lp = np.concatenate([p[0] for p in parts])
+        pd = np.concatenate([p[1] for p in parts]) if per_dim else None  # type: ignore[misc]
+        return lp, pd

@@ -1,0 +1,103 @@
+"""Per-request preparation shared by every runner: uniforms, mixture components and prefill states.
+
+A request with seed ``s`` draws ``draw_uniforms(n, D, Generator().manual_seed(s))``; ``u[:, 0]`` picks
+each row's mask. A completion runs one forward pass per mask over its known prefix (a single row: all
+``n`` rows share the prefix), which gives both the cached-sampler state the rows start from and
+``log p_k(prefix)`` for every ``k``, hence the component posterior ``w_k ∝ p_k(prefix)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from service.made import MADE, CachedPlan, choose_components, draw_uniforms
+
+__all__ = ["Prepared", "RowInit", "initial_state", "prepare_request"]
+
+
+@dataclass
+class RowInit:
+    """The cached-sampler state of one row that starts at position ``start`` under one mask.
+
+    Tensors are in the model's dtype, ordered by position (inputs, outputs) and by degree (units).
+    """
+
+    inp: torch.Tensor  # (D,) network inputs; zero from ``start`` on
+    xs: torch.Tensor  # (D,) data values; zero from ``start`` on
+    acc: list[torch.Tensor]  # per hidden layer (H_l,) pre-activations (partial for non-final units)
+    h: list[torch.Tensor]  # per hidden layer (H_l,) activations of final units, zero elsewhere
+    out: torch.Tensor  # (D, P) output accumulators; final for positions <= start
+    lp: float  # log p_k(x at positions < start)
+
+
+@dataclass
+class Prepared:
+    """Everything a runner needs to admit a request's rows."""
+
+    uniforms: np.ndarray  # (n, D + 1) float64
+    comps: np.ndarray  # (n,) int64 mask index per row
+    start: int  # first position drawn (n_known)
+    init: dict[int, RowInit]  # per mask used
+
+
+@torch.no_grad()
+def initial_state(model: MADE, plan: CachedPlan, xs: torch.Tensor, start: int) -> RowInit:
+    """Prefill: one forward pass of the cached network over the first ``start`` positions of ``xs``
+    (data values by position, ``(D,)``); units of degree ``> start`` stay partial sums."""
+    act = model.activation
+    xs = xs.clone()
+    xs[start:] = 0
+    inp = model.dist.preprocess(xs)
+    inp[start:] = 0
+    prev = inp[None]
+    accs, hs = [], []
+    for w, b, bd in zip(plan.weights, plan.biases, plan.bounds, strict=True):
+        acc = b + prev @ w.T
+        h = act(acc)
+        h[:, bd[start + 1] :] = 0
+        accs.append(acc[0])
+        hs.append(h[0])
+        prev = h
+    out = plan.out_bias + torch.einsum("nh,dph->ndp", prev, plan.out_weight)
+    if plan.direct is not None:
+        out = out + torch.einsum("ne,dpe->ndp", inp[None], plan.direct)
+    out = out[0]
+    lp = float(model.dist.log_prob(out[:start], xs[:start]).to(torch.float64).sum()) if start else 0.0
+    return RowInit(inp, xs, accs, hs, out, lp)
+
+
+@torch.no_grad()
+def prepare_request(
+    model: MADE,
+    plans: list[CachedPlan],
+    base: list[RowInit],
+    n: int,
+    seed: int,
+    known: np.ndarray | None,
+    n_known: int,
+) -> Prepared:
+    """Uniforms, components and start states of a request (``base``: each mask's empty-prefix state)."""
+    d, k_masks = model.data_dim, model.num_masks
+    u = draw_uniforms(n, d, torch.Generator().manual_seed(seed))
+    if n_known == 0 or known is None:
+        comps = choose_components(model, u[:, 0])
+        used = sorted(set(comps.tolist()))
+        return Prepared(u.numpy(), comps.numpy().astype(np.int64), 0, {k: base[k] for k in used})
+    dtype = model.output_layer.weight.dtype
+    device = model.output_layer.weight.device
+    known_t = torch.as_tensor(known, dtype=dtype, device=device)
+    init = {}
+    for k in range(k_masks):
+        init[k] = initial_state(model, plans[k], known_t[plans[k].order], n_known)
+    if k_masks == 1:
+        comps = torch.zeros(n, dtype=torch.long)
+    else:
+        # the posterior over masks given the prefix, with choose_components' arithmetic
+        logw = torch.tensor([init[k].lp for k in range(k_masks)], dtype=torch.float64)
+        cdf = torch.softmax(logw, dim=-1).cumsum(-1)
+        comps = (cdf[None, :] <= (u[:, 0] * cdf[-1])[:, None]).sum(-1).clamp(max=k_masks - 1)
+    used = sorted(set(comps.tolist()))
+    return Prepared(u.numpy(), comps.numpy().astype(np.int64), n_known, {k: init[k] for k in used})

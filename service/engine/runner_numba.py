@@ -1,0 +1,196 @@
+"""The CPU runner: per-row cached-sampler state in numpy slot arrays, advanced by numba kernels.
+
+The model's masked weights are packed once per mask (see :mod:`service.engine.kernels`), in the model's
+dtype (float32 when serving, float64 in exactness tests). Slot arrays grow on demand up to the highest
+slot the scheduler hands out, so an idle engine for a large model holds little memory.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from service.made import MADE, build_plan
+
+from .kernels import ACTIVATIONS, BERNOULLI, LOGISTIC, advance_parallel, advance_serial
+from .prefill import Prepared, initial_state, prepare_request
+
+__all__ = ["NumbaRunner"]
+
+_PARALLEL_MIN_ROWS = 4
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()
+
+
+class NumbaRunner:
+    """Slot-indexed row state and packed weights for the numba kernels."""
+
+    backend = "numba"
+
+    def __init__(self, model: MADE, parallel_min_rows: int = _PARALLEL_MIN_ROWS) -> None:
+        if model.output_layer.weight.device.type != "cpu":
+            raise ValueError("the numba runner needs a CPU model")
+        self.model = model
+        self.parallel_min_rows = parallel_min_rows
+        self.plans = [build_plan(model, k) for k in range(model.num_masks)]
+        zero = torch.zeros(model.data_dim, dtype=model.output_layer.weight.dtype)
+        self.base = [initial_state(model, p, zero, 0) for p in self.plans]
+        self._pack()
+        self._cap = 0
+        self._alloc(8)
+
+    # --- weights -----------------------------------------------------------------------------------
+    def _pack(self) -> None:
+        model, plans = self.model, self.plans
+        d, p = model.data_dim, model.dist.n_params
+        dtype = _np(plans[0].out_bias).dtype
+        sizes = [w.shape[0] for w in plans[0].weights]
+        n_layers = len(sizes)
+        self.dtype = dtype
+        self.d, self.p = d, p
+        self.sizes = np.array(sizes, dtype=np.int64)
+        self.hoff = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+        prev = [d, *sizes[:-1]]
+        block = [a * b for a, b in zip(prev, sizes, strict=True)]
+        self.wofs = np.concatenate([[0], np.cumsum(block)[:-1]]).astype(np.int64)
+        self.wflat = np.stack(
+            [np.concatenate([_np(w.T).reshape(-1) for w in plan.weights]) for plan in plans]
+        ).astype(dtype)
+        self.bounds = np.array(
+            [[plan.bounds[li][: d + 2] for li in range(n_layers)] for plan in plans], dtype=np.int64
+        )
+        self.wout = np.stack([_np(plan.out_weight).reshape(d * p, -1).T.copy() for plan in plans]).astype(
+            dtype
+        )
+        has_direct = plans[0].direct is not None
+        if has_direct:
+            self.direct = np.stack([_np(plan.direct).reshape(d * p, d).T.copy() for plan in plans]).astype(
+                dtype
+            )  # type: ignore[union-attr]
+        else:
+            self.direct = np.zeros((1, 1, 1), dtype=dtype)
+        dist = model.dist
+        kind = BERNOULLI if dist.n_params == 1 and dist.n_bins == 2 else LOGISTIC
+        n_comp = getattr(dist, "n_components", 0)
+        self.meta = np.array(
+            [
+                d,
+                p,
+                n_layers,
+                int(has_direct),
+                kind,
+                dist.n_bins,
+                n_comp,
+                ACTIVATIONS[model.config.activation],
+            ],
+            dtype=np.int64,
+        )
+        self.cst = np.array([1.0, 2.0 / (dist.n_bins - 1)], dtype=dtype)
+        self.orders = np.stack([_np(plan.order) for plan in plans]).astype(np.int64)
+        self.sum_h = int(sum(sizes))
+
+    # --- slot arrays -------------------------------------------------------------------------------
+    def _alloc(self, cap: int) -> None:
+        d, p, sh, dt = self.d, self.p, self.sum_h, self.dtype
+        old = self._cap
+        new = {
+            "pos": np.zeros(cap, dtype=np.int64),
+            "kk": np.zeros(cap, dtype=np.int64),
+            "u": np.zeros((cap, d + 1), dtype=np.float64),
+            "uf": np.zeros((cap, d + 1), dtype=dt),
+            "inp": np.zeros((cap, d), dtype=dt),
+            "xs": np.zeros((cap, d), dtype=dt),
+            "acc": np.zeros((cap, sh), dtype=dt),
+            "h": np.zeros((cap, sh), dtype=dt),
+            "out": np.zeros((cap, d * p), dtype=dt),
+            "lp": np.zeros(cap, dtype=np.float64),
+        }
+        if old:
+            for name, arr in new.items():
+                arr[:old] = getattr(self, name)
+        for name, arr in new.items():
+            setattr(self, name, arr)
+        self._cap = cap
+
+    def _ensure(self, max_slot: int) -> None:
+        if max_slot >= self._cap:
+            cap = self._cap
+            while cap <= max_slot:
+                cap *= 2
+            self._alloc(cap)
+
+    # --- requests ----------------------------------------------------------------------------------
+    def prepare(self, n: int, seed: int, known: np.ndarray | None, n_known: int) -> Prepared:
+        return prepare_request(self.model, self.plans, self.base, n, seed, known, n_known)
+
+    def admit(self, prep: Prepared, rows: list[int], slots: list[int]) -> None:
+        """Give rows ``rows`` of a prepared request their start state in ``slots``."""
+        self._ensure(max(slots))
+        s = np.asarray(slots, dtype=np.int64)
+        r = np.asarray(rows, dtype=np.int64)
+        comps = prep.comps[r]
+        self.pos[s] = prep.start
+        self.kk[s] = comps
+        self.u[s] = prep.uniforms[r]
+        self.uf[s] = prep.uniforms[r].astype(self.dtype)
+        for k in np.unique(comps).tolist():
+            sk = s[comps == k]
+            init = prep.init[k]
+            self.inp[sk] = _np(init.inp)
+            self.xs[sk] = _np(init.xs)
+            self.acc[sk] = np.concatenate([_np(a) for a in init.acc])
+            self.h[sk] = np.concatenate([_np(a) for a in init.h])
+            self.out[sk] = _np(init.out).reshape(-1)
+            self.lp[sk] = init.lp
+
+    def _args(self) -> tuple[np.ndarray, ...]:
+        return (
+            self.meta,
+            self.cst,
+            self.sizes,
+            self.hoff,
+            self.wofs,
+            self.bounds,
+            self.wflat,
+            self.wout,
+            self.direct,
+            self.pos,
+            self.kk,
+            self.u,
+            self.uf,
+            self.inp,
+            self.xs,
+            self.acc,
+            self.h,
+            self.out,
+            self.lp,
+        )
+
+    def advance(self, slots: np.ndarray, steps: int) -> np.ndarray:
+        """Advance the rows in ``slots`` by up to ``steps`` positions; returns their new positions."""
+        slots = np.ascontiguousarray(slots, dtype=np.int64)
+        fn = advance_parallel if len(slots) >= self.parallel_min_rows else advance_serial
+        fn(slots, int(steps), *self._args())
+        return self.pos[slots].copy()
+
+    def warmup(self) -> None:
+        """Compile (or load from numba's cache) both kernels on a scratch row."""
+        prep = self.prepare(1, 0, None, 0)
+        self.admit(prep, [0], [0])
+        self.advance(np.array([0]), 2)
+        self.pos[0] = 0
+        self.advance(np.array([0] * self.parallel_min_rows), 0)
+        self.release([0])
+
+    # --- results -------------------------------------------------------------------------------------
+    def read(self, slots: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Raster-order data values ``(m, D)`` float32 and ``log p_k`` ``(m,)`` of finished ``slots``."""
+        s = np.asarray(slots, dtype=np.int64)
+        x = np.empty((len(s), self.d), dtype=np.float32)
+        np.put_along_axis(x, self.orders[self.kk[s]], self.xs[s].astype(np.float32), axis=1)
+        return x, self.lp[s].copy()
+
+    def release(self, slots: list[int]) -> None:
+        """Rows in freed slots need no clean-up: admission overwrites every field."""

@@ -1,0 +1,143 @@
+"""Engine data types: configuration, typed errors, outputs, statistics and the metrics hook protocol.
+
+Nothing here touches a model; the API layer maps these onto HTTP (503 + Retry-After, 504, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+__all__ = [
+    "EngineConfig",
+    "EngineError",
+    "EngineFull",
+    "EngineMetrics",
+    "EngineStats",
+    "EngineStopped",
+    "EngineTimeout",
+    "LogProbOutput",
+    "NullMetrics",
+    "SampleOutput",
+]
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Engine limits and pacing; the API maps ``Settings`` fields of the same names onto it.
+
+    ``steps_per_chunk`` is the fewest sampling steps run between scheduler visits; a chunk grows
+    (up to ``chunk_budget_ms`` of estimated compute) when few rows are active, so a lone request does
+    not pay one thread hand-off per 16 dimensions.
+    """
+
+    max_active_rows: int = 1024
+    max_queued_rows: int = 4096
+    admission_window_ms: float = 0.0
+    steps_per_chunk: int = 16
+    logprob_max_batch: int = 1024
+    logprob_max_wait_ms: float = 2.0
+    request_timeout_s: float = 60.0
+    backend: str = "auto"  # "auto" | "numba" | "torch"  (auto: numba on CPU, torch batched on CUDA)
+    chunk_budget_ms: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.max_active_rows < 1:
+            raise ValueError("max_active_rows must be >= 1")
+        if self.max_queued_rows < 0:
+            raise ValueError("max_queued_rows must be >= 0")
+        if self.steps_per_chunk < 1:
+            raise ValueError("steps_per_chunk must be >= 1")
+        if self.logprob_max_batch < 1:
+            raise ValueError("logprob_max_batch must be >= 1")
+        if self.admission_window_ms < 0 or self.logprob_max_wait_ms < 0 or self.chunk_budget_ms < 0:
+            raise ValueError("waits and budgets must be >= 0")
+        if self.request_timeout_s <= 0:
+            raise ValueError("request_timeout_s must be > 0")
+        if self.backend not in ("auto", "numba", "torch"):
+            raise ValueError("backend must be 'auto', 'numba' or 'torch'")
+
+
+class EngineError(Exception):
+    """Base of every error the engine raises on behalf of a request."""
+
+
+class EngineFull(EngineError):
+    """Admitting the request would exceed the queue limit; retry after ``retry_after_s`` (HTTP 503)."""
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class EngineTimeout(EngineError):
+    """The request passed its deadline before it finished (HTTP 504)."""
+
+
+class EngineStopped(EngineError):
+    """The engine is not running or is draining (HTTP 503)."""
+
+
+@dataclass
+class SampleOutput:
+    """``x`` ``(n, D)`` float32 data values in raster order; ``log_prob`` ``(n,)`` float64 exact mixture
+    ``log p(x)`` of each full vector; ``seed`` the request's seed."""
+
+    x: np.ndarray
+    log_prob: np.ndarray
+    seed: int
+
+
+@dataclass
+class LogProbOutput:
+    """``log_prob`` ``(B,)`` float64 nats (K-mask mixture); ``per_dim`` ``(B, D)`` float64 mixture
+    conditionals ``log p(x_d | x_<d)`` in raster order (they sum to ``log_prob``) when asked for."""
+
+    log_prob: np.ndarray
+    per_dim: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """A snapshot of the engine for health checks and dashboards."""
+
+    name: str
+    backend: str
+    running: bool
+    queued_rows: int
+    active_rows: int
+    active_requests: int
+    logprob_queued_rows: int
+    steps_run: int
+    chunks_run: int
+    rows_sampled: int
+    requests_ok: int
+    requests_failed: int
+
+
+class EngineMetrics(Protocol):
+    """Observability hooks (the API implements them with prometheus-client).
+
+    ``step`` is called once per chunk with the mean latency of one step and the rows it advanced.
+    """
+
+    def step(self, latency_s: float, rows: int) -> None: ...
+
+    def request_done(self, kind: str, queue_s: float, total_s: float, outcome: str) -> None: ...
+
+    def gauges(self, queued_rows: int, active_rows: int) -> None: ...
+
+
+class NullMetrics:
+    """Metrics hooks that record nothing (the default)."""
+
+    def step(self, latency_s: float, rows: int) -> None:
+        pass
+
+    def request_done(self, kind: str, queue_s: float, total_s: float, outcome: str) -> None:
+        pass
+
+    def gauges(self, queued_rows: int, active_rows: int) -> None:
+        pass
