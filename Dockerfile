@@ -1,0 +1,48 @@
+# syntax=docker/dockerfile:1
+# MADE inference service on the official PyTorch CUDA runtime image (torch and CUDA come from the base).
+#   docker build -t made-service:0.1.0 .
+#   docker run --rm --gpus all -p 8000:8000 made-service:0.1.0            # GPU
+#   docker run --rm -e MADE_DEVICE=cpu -p 8000:8000 made-service:0.1.0   # CPU
+# Every setting is an environment variable MADE_<FIELD> (see service/config.py); models are baked in at
+# /opt/made/models and a volume mounted there replaces them.
+ARG BASE_IMAGE=pytorch/pytorch:2.7.1-cuda12.8-cudnn9-runtime
+
+# ---- builder: the project wheel (pure Python), so the runtime stage gets no sources or build tools ----
+FROM ${BASE_IMAGE} AS builder
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY service ./service
+RUN python -m pip wheel --no-cache-dir --no-deps --wheel-dir /dist .
+
+# ---- runtime ----------------------------------------------------------------------------------------
+FROM ${BASE_IMAGE} AS runtime
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# Install the wheel and its dependencies; the constraint pins torch to the base image's CUDA build, so pip
+# can never swap it for a PyPI wheel (pyproject allows torch>=2.4,<2.14).
+COPY --from=builder /dist/ /tmp/wheels/
+RUN python -c "import torch; print(f'torch=={torch.__version__}')" > /tmp/torch-constraint.txt \
+ && python -m pip install --constraint /tmp/torch-constraint.txt /tmp/wheels/*.whl \
+ && python -c "import service.api.app, torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" \
+ && rm -rf /tmp/wheels /tmp/torch-constraint.txt
+
+# A fixed numeric UID, so Kubernetes' runAsNonRoot can verify it (docker/k8s/made.yaml uses the same).
+RUN groupadd --system --gid 10001 made \
+ && useradd --system --uid 10001 --gid made --home-dir /opt/made --shell /usr/sbin/nologin made
+WORKDIR /opt/made
+COPY docker/healthcheck.py /opt/made/healthcheck.py
+COPY models/ /opt/made/models/
+
+ENV MADE_HOST=0.0.0.0 \
+    MADE_PORT=8000 \
+    MADE_MODEL_DIR=/opt/made/models \
+    MADE_DEVICE=auto \
+    NUMBA_CACHE_DIR=/tmp/numba-cache
+USER 10001:10001
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=5s --start-period=90s --retries=3 \
+    CMD ["python", "/opt/made/healthcheck.py"]
+CMD ["python", "-m", "service", "serve"]
