@@ -1,0 +1,50 @@
+"""``python -m service serve``: run the HTTP service with uvicorn (settings from ``MADE_*``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line; ``serve`` starts uvicorn on the app factory."""
+    parser = argparse.ArgumentParser(prog="python -m service", description="MADE inference service")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the HTTP service (every MADE_* setting applies)")
+    serve.add_argument("--host", help="bind address (MADE_HOST)")
+    serve.add_argument("--port", type=int, help="port (MADE_PORT)")
+    serve.add_argument("--model-dir", help="model repository (MADE_MODEL_DIR)")
+    serve.add_argument("--device", choices=["auto", "cpu", "cuda"], help="MADE_DEVICE")
+    serve.add_argument("--workers", type=int, help="uvicorn worker processes (MADE_WORKERS)")
+    args = parser.parse_args(argv)
+
+    # Command-line values become MADE_* variables, so every worker process builds the same Settings.
+    for name in ("host", "port", "model_dir", "device", "workers"):
+        value = getattr(args, name)
+        if value is not None:
+            os.environ[f"MADE_{name.upper()}"] = str(value)
+
+    import uvicorn
+
+    from service.api.logs import log_config
+    from service.config import Settings
+
+    settings = Settings()
+    uvicorn.run(
+        "service.api.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        log_config=log_config(settings.log_level, settings.log_json),
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 1,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

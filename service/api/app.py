@@ -1,0 +1,95 @@
+"""The application factory: settings -> FastAPI app whose lifespan loads every model and runs its engine.
+
+``uvicorn --factory service.api.app:create_app`` (or ``python -m service serve``) builds it from the
+environment; tests pass their own :class:`Settings`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import RedirectResponse
+
+from service.config import Settings, get_settings
+
+from .deps import require_api_key
+from .errors import install_error_handlers
+from .limits import BodyLimitMiddleware
+from .metrics import ApiMetrics, MetricsMiddleware
+from .registry import Registry
+from .routes import complete, health, logprob, models, sample
+from .routes import metrics as metrics_route
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("service.api")
+
+DESCRIPTION = """
+Exact likelihoods, samples and completions from MADE models (Germain et al. 2015).
+
+* Values: 0/1 for binary models, integers 0..255 for 8-bit models; images are H x W nested lists
+  (rows) or flat vectors in raster order. Uploads (PNG, JPEG, BMP, GIF, WebP) are converted to gray;
+  for binary models a pixel is 1 where gray >= `threshold` (default MADE_BINARIZE_THRESHOLD = 128).
+* Reproducible: the same model, request and `seed` give the same result; the server returns the seed
+  it picked when none is sent.
+* Errors are RFC 9457 `application/problem+json`; 503 carries Retry-After.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; models load when its lifespan starts and engines stop when it ends."""
+    settings = settings or get_settings()
+    metrics = ApiMetrics()
+    registry = Registry(settings, metrics)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await registry.start()
+        log.info("serving %d model(s): %s", len(registry.entries), ", ".join(registry.entries) or "none")
+        try:
+            yield
+        finally:
+            await registry.stop()
+
+    app = FastAPI(
+        title="MADE inference service",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.registry = registry
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["*"],
+            expose_headers=[
+                "X-Seed",
+                "X-Model",
+                "X-Known-Rows",
+                "X-Log-Prob",
+                "X-Bits-Per-Dim",
+                "X-Heatmap-Max-Nats",
+            ],
+        )
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts refused requests too
+    guarded = [Depends(require_api_key)]
+    for r in (logprob.router, sample.router, complete.router, models.router):
+        app.include_router(r, dependencies=guarded)
+    app.include_router(health.router)
+    app.include_router(metrics_route.router)
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+    return app

@@ -1,0 +1,173 @@
+"""Image codecs (Pillow): decode uploads to gray levels, resize, and encode PNG grids and heat maps.
+
+Uploads are sniffed by content, not by their declared type, and their header size is checked
+against ``max_image_pixels`` before any pixel is decoded (decompression-bomb guard). Output images
+map a model's value range ``[lo, hi]`` linearly onto gray levels 0..255.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import warnings
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import ProblemError, invalid
+
+__all__ = [
+    "ALLOWED_FORMATS",
+    "decode_gray",
+    "encode_grid",
+    "encode_heatmap",
+    "encode_png",
+    "resize_values",
+    "to_gray_levels",
+]
+
+ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
+_PAD = 2  # pixels between grid cells
+_PAD_LEVEL = 128  # mid-gray separators stand out from both black and white backgrounds
+
+# Anchor colours of a perceptually ordered dark-to-bright map (inferno-like), interpolated linearly.
+_HEAT_ANCHORS = np.array(
+    [
+        [0, 0, 4],
+        [40, 11, 84],
+        [101, 21, 110],
+        [159, 42, 99],
+        [212, 72, 66],
+        [245, 125, 21],
+        [250, 193, 39],
+        [252, 255, 164],
+    ],
+    dtype=np.float64,
+)
+
+
+def decode_gray(data: bytes, max_pixels: int, field: str) -> np.ndarray:
+    """Decode one upload to an ``(H, W)`` uint8 gray image (first frame of animations).
+
+    Colour images are converted with ITU-R 601-2 luma (Pillow's ``L`` mode); transparent pixels keep
+    their colour, so a transparent black background stays black.
+    """
+    if not data:
+        raise invalid(field, "empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=list(ALLOWED_FORMATS))
+    except UnidentifiedImageError:
+        raise ProblemError(
+            415,
+            f"{field}: not a supported image; send one of {', '.join(ALLOWED_FORMATS)}",
+            title="Unsupported Media Type",
+            errors=[{"field": field, "message": f"expected one of {', '.join(ALLOWED_FORMATS)}"}],
+        ) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise invalid(
+            field, f"image has too many pixels; the limit is {max_pixels} (MADE_MAX_IMAGE_PIXELS)"
+        ) from None
+    with img:
+        w, h = img.size
+        if w * h > max_pixels:
+            raise invalid(
+                field, f"image is {w}x{h} = {w * h} pixels; the limit is {max_pixels} (MADE_MAX_IMAGE_PIXELS)"
+            )
+        try:
+            img.seek(0)
+            gray = img.convert("L")
+            gray.load()
+        except (OSError, ValueError, SyntaxError) as e:
+            raise invalid(field, f"corrupt or truncated {img.format} image ({e})") from None
+        return np.asarray(gray, dtype=np.uint8).copy()
+
+
+def to_gray_levels(
+    gray: np.ndarray, value_range: tuple[int, int], binary: bool, threshold: int
+) -> np.ndarray:
+    """Gray levels 0..255 -> model values: ``gray >= threshold`` for binary models, else a linear map
+    onto ``lo..hi`` rounded to the nearest level."""
+    if binary:
+        return (gray >= threshold).astype(np.float32)
+    lo, hi = value_range
+    if (lo, hi) == (0, 255):
+        return gray.astype(np.float32)
+    return np.rint(lo + gray.astype(np.float64) * ((hi - lo) / 255.0)).astype(np.float32)
+
+
+def resize_gray(gray: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Fit an 8-bit image to ``(H, W)`` with Lanczos filtering (aspect ratio is not kept)."""
+    h, w = shape
+    return np.asarray(Image.fromarray(gray).resize((w, h), Image.Resampling.LANCZOS), dtype=np.uint8)
+
+
+def resize_values(
+    image: np.ndarray, shape: tuple[int, int], value_range: tuple[int, int], binary: bool
+) -> np.ndarray:
+    """Fit an ``(h, w)`` array of model values to ``(H, W)``: bilinear in float, then back onto the
+    model's levels (``>= 0.5`` for binary models, rounding and clipping otherwise)."""
+    h, w = shape
+    img = Image.fromarray(np.ascontiguousarray(image, dtype=np.float32))
+    out = np.asarray(img.resize((w, h), Image.Resampling.BILINEAR), dtype=np.float64)
+    if binary:
+        return (out >= 0.5).astype(np.float32)
+    lo, hi = value_range
+    return np.clip(np.rint(out), lo, hi).astype(np.float32)
+
+
+def _to_uint8(values: np.ndarray, value_range: tuple[int, int]) -> np.ndarray:
+    lo, hi = value_range
+    scaled = (np.asarray(values, dtype=np.float64) - lo) * (255.0 / max(hi - lo, 1))
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    """PNG bytes of an ``(H, W)`` uint8 gray or ``(H, W, 3)`` uint8 RGB array."""
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+def encode_grid(
+    images: np.ndarray,
+    value_range: tuple[int, int],
+    columns: int | None = None,
+    gap_after_first: bool = False,
+) -> bytes:
+    """Tile ``(n, H, W)`` model values into one PNG, ``columns`` wide (about square by default),
+    with mid-gray separators; ``gap_after_first`` widens the gap after cell 0 (an input beside its
+    completions)."""
+    n, h, w = images.shape
+    cols = columns or max(1, math.ceil(math.sqrt(n)))
+    rows = math.ceil(n / cols)
+    extra = _PAD * 2 if gap_after_first else 0
+    canvas = np.full((rows * (h + _PAD) + _PAD, cols * (w + _PAD) + _PAD + extra), _PAD_LEVEL, dtype=np.uint8)
+    pixels = _to_uint8(images, value_range)
+    for i in range(n):
+        r, c = divmod(i, cols)
+        y = _PAD + r * (h + _PAD)
+        x = _PAD + c * (w + _PAD) + (extra if c > 0 else 0)
+        canvas[y : y + h, x : x + w] = pixels[i]
+    return encode_png(canvas)
+
+
+def heat_colors(unit: np.ndarray) -> np.ndarray:
+    """Map values in [0, 1] to RGB uint8 along the dark-to-bright anchor colours."""
+    t = np.clip(np.nan_to_num(unit, nan=0.0), 0.0, 1.0) * (len(_HEAT_ANCHORS) - 1)
+    i = np.minimum(np.floor(t).astype(np.int64), len(_HEAT_ANCHORS) - 2)
+    f = (t - i)[..., None]
+    rgb = _HEAT_ANCHORS[i] * (1 - f) + _HEAT_ANCHORS[i + 1] * f
+    return np.rint(rgb).astype(np.uint8)
+
+
+def encode_heatmap(per_dim_log_prob: np.ndarray, scale_nats: float | None = None) -> tuple[bytes, float]:
+    r"""Heat map of one image's per-pixel surprise :math:`-\log p(x_d \mid x_{<d})` (nats, ``(H, W)``).
+
+    Black is 0 nats, brightest is ``scale_nats`` (default: the image's largest value). Returns the
+    PNG and the scale used, so a client can read values back off the colour bar.
+    """
+    nll = -np.asarray(per_dim_log_prob, dtype=np.float64)
+    top = float(scale_nats) if scale_nats else float(max(np.max(nll), 1e-12))
+    return encode_png(heat_colors(nll / top)), top

@@ -1,0 +1,139 @@
+"""Request inputs -> ``(B, D)`` float32 model values, validated against the model (shape, levels).
+
+JSON inputs are ``H x W`` nested lists or flat ``D``-vectors of values in the model's range; uploads
+are decoded to gray, thresholded (binary models) or mapped onto the model's levels. Every failure is
+a 4xx naming the field, what the model expects and what came.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from . import codecs
+from .errors import invalid
+from .registry import ModelEntry
+
+__all__ = ["from_json", "from_uploads", "known_rows_to_n_known"]
+
+
+def _index(idx: Sequence[int]) -> str:
+    return "".join(f"[{int(i)}]" for i in idx)
+
+
+def _expected_values(entry: ModelEntry) -> str:
+    lo, hi = entry.value_range
+    return "0 or 1" if entry.binary else f"integers {lo}..{hi}"
+
+
+def check_values(x: np.ndarray, entry: ModelEntry, field: str) -> None:
+    """Every value must be one of the model's levels; the first bad one is named by its index."""
+    lo, hi = entry.value_range
+    bad = ~np.isfinite(x) | (x < lo) | (x > hi) | (x != np.rint(x))
+    if entry.binary:
+        bad |= (x != 0) & (x != 1)
+    if bad.any():
+        idx = tuple(np.argwhere(bad)[0])
+        value = x[idx].item()
+        raise invalid(
+            f"{field}{_index(idx)}",
+            f"model {entry.name!r} takes {_expected_values(entry)}, got {value!r}",
+            value if np.isfinite(value) else str(value),
+        )
+
+
+def _size_hint(entry: ModelEntry) -> str:
+    if entry.shape is None:
+        return f"a flat list of {entry.data_dim} values"
+    h, w = entry.shape
+    return f"a {h} x {w} (rows x columns) nested list or a flat list of {entry.data_dim} values"
+
+
+def from_json(values: list[Any], entry: ModelEntry, field: str, resize: bool = False) -> np.ndarray:
+    """Validate a JSON list of inputs; returns ``(B, D)`` float32 in raster order."""
+    try:
+        arr = np.array(values)
+    except (ValueError, TypeError):
+        raise invalid(
+            field, f"every input must be {_size_hint(entry)}, all of the same size (got ragged lists)"
+        ) from None
+    if arr.dtype.kind not in "biuf":
+        raise invalid(
+            field, f"inputs must hold numbers only ({_expected_values(entry)}); got non-numeric values"
+        )
+    arr = arr.astype(np.float64)
+    b = arr.shape[0]
+    if arr.ndim == 2 and arr.shape[1] == entry.data_dim:
+        check_values(arr, entry, field)
+        return arr.astype(np.float32)
+    if arr.ndim == 3 and entry.shape is not None:
+        h, w = entry.shape
+        if arr.shape[1:] != (h, w):
+            if not resize:
+                raise invalid(
+                    field,
+                    f"model {entry.name!r} expects {h} x {w} images (rows x columns), got "
+                    f"{arr.shape[1]} x {arr.shape[2]}; send resize=true to fit them",
+                )
+            if min(arr.shape[1:]) < 1:
+                raise invalid(field, "images must have at least one row and one column")
+            check_values(arr, entry, field)
+            arr = np.stack([codecs.resize_values(a, (h, w), entry.value_range, entry.binary) for a in arr])
+        check_values(arr, entry, field)
+        return arr.reshape(b, entry.data_dim).astype(np.float32)
+    got = " x ".join(str(s) for s in arr.shape[1:]) or "scalars"
+    raise invalid(field, f"model {entry.name!r} expects each input to be {_size_hint(entry)}; got {got}")
+
+
+def from_uploads(
+    files: Sequence[tuple[str, bytes]],
+    entry: ModelEntry,
+    *,
+    max_pixels: int,
+    threshold: int,
+    invert: bool = False,
+    resize: bool = False,
+) -> np.ndarray:
+    """Decode ``(field, bytes)`` uploads; returns ``(B, D)`` float32 model values in raster order."""
+    h, w = entry.grid_shape
+    out = []
+    for field, data in files:
+        gray = codecs.decode_gray(data, max_pixels, field)
+        if gray.shape != (h, w):
+            if not resize:
+                raise invalid(
+                    field,
+                    f"image is {gray.shape[1]}x{gray.shape[0]} (width x height); model {entry.name!r} expects "
+                    f"{w}x{h}; send resize=true to fit it",
+                )
+            gray = codecs.resize_gray(gray, (h, w))
+        if invert:
+            gray = 255 - gray
+        out.append(codecs.to_gray_levels(gray, entry.value_range, entry.binary, threshold).reshape(-1))
+    return np.stack(out)
+
+
+def known_rows_to_n_known(entry: ModelEntry, known_rows: int | None, field: str) -> tuple[int, int]:
+    """``(known_rows, n_known)`` for a completion: the top ``known_rows`` rows (default: half) must be
+    exactly the first positions of the model's ordering, so they can be conditioned on exactly."""
+    if entry.shape is None:
+        raise invalid("model", f"model {entry.name!r} has no image shape, so it cannot complete images")
+    if not entry.shared_ordering:
+        raise invalid(
+            "model", f"the masks of model {entry.name!r} order pixels differently; it cannot complete"
+        )
+    h, w = entry.shape
+    rows = h // 2 if known_rows is None else known_rows
+    if not 1 <= rows <= h - 1:
+        raise invalid(field, f"must be between 1 and {h - 1} for {h}-row images", rows)
+    if not entry.known_rows_prefix_ok(rows):
+        kind = entry.ordering_info()["kind"]
+        raise invalid(
+            field,
+            f"model {entry.name!r} draws pixels in a {kind!r} order whose first {rows * w} positions are not "
+            f"the top {rows} rows, so it cannot condition on them",
+            rows,
+        )
+    return rows, rows * w

@@ -1,0 +1,152 @@
+"""Prometheus metrics: HTTP requests and latency per route, and the engines' scheduler figures.
+
+Each app owns a :class:`CollectorRegistry`, so several apps (tests) never clash in the global one.
+Engines report through :class:`EngineMetricsAdapter`, which implements the engine's
+``EngineMetrics`` protocol with a ``model`` label.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["CONTENT_TYPE_LATEST", "ApiMetrics", "EngineMetricsAdapter", "MetricsMiddleware"]
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+_STEP_BUCKETS = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0)
+_ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+
+
+class ApiMetrics:
+    """Every metric the service exports, registered in its own registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "made_http_requests",
+            "HTTP requests by route, method and status.",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "made_http_request_duration_seconds",
+            "Time from request start to the last response byte.",
+            ["route", "method"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queued_rows = Gauge(
+            "made_engine_queued_rows", "Rows waiting for admission.", ["model"], registry=r
+        )
+        self.active_rows = Gauge(
+            "made_engine_active_rows", "Rows being advanced by the engine.", ["model"], registry=r
+        )
+        self.step_seconds = Histogram(
+            "made_engine_step_seconds",
+            "Latency of one engine step.",
+            ["model"],
+            buckets=_STEP_BUCKETS,
+            registry=r,
+        )
+        self.rows_per_step = Histogram(
+            "made_engine_rows_per_step",
+            "Rows advanced together in one engine step.",
+            ["model"],
+            buckets=_ROW_BUCKETS,
+            registry=r,
+        )
+        self.queue_seconds = Histogram(
+            "made_engine_queue_seconds",
+            "Time a request waited before the engine admitted it.",
+            ["model", "kind"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.engine_seconds = Histogram(
+            "made_engine_request_seconds",
+            "Time a request spent in the engine, queue included.",
+            ["model", "kind"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.engine_requests = Counter(
+            "made_engine_requests",
+            "Engine requests by kind and outcome.",
+            ["model", "kind", "outcome"],
+            registry=r,
+        )
+        self.models_ready = Gauge(
+            "made_model_ready", "1 when the model's engine is serving.", ["model"], registry=r
+        )
+
+    def engine(self, model: str) -> EngineMetricsAdapter:
+        """The sink one engine reports to."""
+        return EngineMetricsAdapter(self, model)
+
+    def render(self) -> bytes:
+        """Prometheus text exposition of the registry."""
+        return generate_latest(self.registry)
+
+
+class EngineMetricsAdapter:
+    """The engine's ``EngineMetrics`` protocol, bound to one model's labels."""
+
+    def __init__(self, metrics: ApiMetrics, model: str) -> None:
+        self._m = metrics
+        self._model = model
+        self._step = metrics.step_seconds.labels(model)
+        self._rows = metrics.rows_per_step.labels(model)
+        self._queued = metrics.queued_rows.labels(model)
+        self._active = metrics.active_rows.labels(model)
+
+    def step(self, latency_s: float, rows: int) -> None:
+        self._step.observe(latency_s)
+        self._rows.observe(rows)
+
+    def request_done(self, kind: str, queue_s: float, total_s: float, outcome: str) -> None:
+        self._m.queue_seconds.labels(self._model, kind).observe(queue_s)
+        self._m.engine_seconds.labels(self._model, kind).observe(total_s)
+        self._m.engine_requests.labels(self._model, kind, outcome).inc()
+
+    def gauges(self, queued_rows: int, active_rows: int) -> None:
+        self._queued.set(queued_rows)
+        self._active.set(active_rows)
+
+
+class MetricsMiddleware:
+    """Counts every HTTP request by its route template (not the raw path: bounded label values)."""
+
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "<unmatched>"
+            method = scope.get("method", "")
+            self.metrics.requests.labels(route, method, str(status)).inc()
+            self.metrics.latency.labels(route, method).observe(time.perf_counter() - start)

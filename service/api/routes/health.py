@@ -1,0 +1,57 @@
+"""Open Inference Protocol health: liveness, readiness and per-model readiness."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from ..deps import RegistryDep
+from ..errors import problem_response
+from ..schemas import HealthLive, HealthReady, ModelReady, problem_responses
+
+router = APIRouter(prefix="/v2", tags=["health"])
+
+
+@router.get("/health/live", summary="The process is up", response_model=HealthLive)
+async def live() -> HealthLive:
+    return HealthLive(live=True)
+
+
+@router.get(
+    "/health/ready",
+    summary="Every model is loaded and its engine runs",
+    response_model=HealthReady,
+    responses=problem_responses(503),
+)
+async def ready(request: Request, registry: RegistryDep) -> HealthReady | JSONResponse:
+    models = {name: registry.model_ready(name) for name in registry.entries}
+    if registry.ready():
+        return HealthReady(ready=True, models=models)
+    if registry.loading:
+        reason = "models are still loading"
+    elif not models:
+        reason = "no model is serving"
+    else:
+        reason = "some engines are not running"
+    return problem_response(
+        request,
+        503,
+        f"not ready: {reason}",
+        title="Not Ready",
+        ready=False,
+        models=models,
+        failed=registry.failed,
+    )
+
+
+@router.get(
+    "/models/{name}/ready",
+    summary="One model is loaded and its engine runs",
+    response_model=ModelReady,
+    responses=problem_responses(404, 503),
+)
+async def model_ready(name: str, request: Request, registry: RegistryDep) -> ModelReady | JSONResponse:
+    registry.get(name)  # 404 for unknown names
+    if registry.model_ready(name):
+        return ModelReady(name=name, ready=True)
+    return problem_response(request, 503, f"model {name!r} is not running", title="Not Ready", ready=False)

@@ -1,0 +1,38 @@
+"""POST /sample: fresh samples from a model, as JSON images or a PNG grid."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from ..bodies import JSON, media_type, read_json, run_cancellable
+from ..deps import RegistryDep, SettingsDep
+from ..errors import invalid
+from ..render import new_seed, sample_response
+from ..schemas import SampleRequest, SampleResponse, problem_responses
+
+router = APIRouter(tags=["inference"])
+
+
+@router.post(
+    "/sample",
+    summary="Draw samples",
+    description=(
+        "Draws `n` images. The same model, `n` and `seed` always give the same images; without a seed the "
+        "server picks one and returns it (`seed` in JSON, header X-Seed for PNG)."
+    ),
+    response_model=SampleResponse,
+    responses={200: {"content": {"image/png": {}}}, **problem_responses(401, 404, 413, 415, 422, 503, 504)},
+    openapi_extra={
+        "requestBody": {"required": True, "content": {JSON: {"schema": SampleRequest.model_json_schema()}}}
+    },
+)
+async def sample(request: Request, registry: RegistryDep, settings: SettingsDep) -> Response | SampleResponse:
+    media_type(request, (JSON,))
+    body = await read_json(request, SampleRequest)
+    entry = registry.get(body.model)
+    if body.n > registry.max_rows():
+        raise invalid("body.n", f"at most {registry.max_rows()} samples per request", body.n)
+    seed = new_seed() if body.seed is None else body.seed
+    out = await run_cancellable(request, entry.engine.sample(body.n, seed))
+    return sample_response(entry, out.x, out.log_prob, out.seed, body.format)

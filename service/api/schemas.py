@@ -1,0 +1,202 @@
+"""Request and response bodies (pydantic), with OpenAPI examples that work against the default model.
+
+``inputs`` are typed loosely here (nested lists of numbers) and checked against the chosen model in
+:mod:`service.api.inputs`, where the expected size and value range are known.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "CompleteRequest",
+    "HealthLive",
+    "HealthReady",
+    "LogProbRequest",
+    "LogProbResponse",
+    "ModelCard",
+    "ModelList",
+    "ModelReady",
+    "Problem",
+    "SampleRequest",
+    "SampleResponse",
+]
+
+Format = Literal["json", "png"]
+MAX_SEED = 2**63 - 1
+
+
+def example_digit() -> list[list[int]]:
+    """A 28 x 28 binary image of a '7' (for the docs' examples; the default model is MNIST)."""
+    img = [[0] * 28 for _ in range(28)]
+    for c in range(7, 21):
+        img[6][c] = img[7][c] = 1
+    for r in range(8, 23):
+        c = 20 - (r - 8) * 8 // 14
+        img[r][c] = img[r][c - 1] = 1
+    return img
+
+
+_DIGIT = example_digit()
+
+_MODEL = Field(None, description="Model name (see GET /models); the server's default model when omitted.")
+_SEED = Field(
+    None, ge=0, le=MAX_SEED, description="Random seed; the server picks one and returns it when omitted."
+)
+_INPUTS_DOC = (
+    "Images as H x W nested lists (rows of pixel values) or flat D-vectors in raster order, in the model's "
+    "value range: 0/1 for binary models, integers 0..255 for 8-bit models."
+)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LogProbRequest(_Strict):
+    """Exact log-likelihood of one or more inputs."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"model": "mnist", "inputs": [_DIGIT], "per_dim": False}]},
+    )
+
+    model: str | None = _MODEL
+    inputs: list[Any] = Field(..., min_length=1, description=_INPUTS_DOC)
+    per_dim: bool = Field(False, description="Also return log p(x_d | x_<d) for every pixel, raster order.")
+    format: Format = Field("json", description="`png`: a heat map of per-pixel surprise (one input only).")
+    resize: bool = Field(False, description="Fit images of another size to the model's (bilinear).")
+
+
+class LogProbResponse(BaseModel):
+    """Log-likelihoods in nats; ``bits_per_dim = -log_prob / (D ln 2)``."""
+
+    model: str
+    log_prob: list[float] = Field(description="log p(x) in nats, one per input.")
+    bits_per_dim: list[float] = Field(description="-log2 p(x) / D, one per input.")
+    log_prob_per_dim: list[list[float]] | None = Field(
+        None, description="log p(x_d | x_<d) per input and pixel (raster order); they sum to log_prob."
+    )
+
+
+class SampleRequest(_Strict):
+    """Draw ``n`` fresh samples."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"model": "mnist", "n": 4, "seed": 42, "format": "json"}]},
+    )
+
+    model: str | None = _MODEL
+    n: int = Field(1, ge=1, description="Number of samples (at most MADE_MAX_SAMPLES_PER_REQUEST).")
+    seed: int | None = _SEED
+    format: Format = Field("json", description="`png`: one image with the n samples in a grid.")
+
+
+class CompleteRequest(_Strict):
+    """Complete one partially known image: its top ``known_rows`` rows are kept, the rest is drawn."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"model": "mnist", "inputs": [_DIGIT], "n": 4, "seed": 7, "known_rows": 14, "format": "json"}
+            ]
+        },
+    )
+
+    model: str | None = _MODEL
+    inputs: list[Any] = Field(
+        ..., min_length=1, max_length=1, description="Exactly one image. " + _INPUTS_DOC
+    )
+    n: int = Field(1, ge=1, description="Number of completions (at most MADE_MAX_SAMPLES_PER_REQUEST).")
+    seed: int | None = _SEED
+    known_rows: int | None = Field(None, description="Rows kept from the input (default: the top half).")
+    format: Format = Field("json", description="`png`: the input beside its n completions.")
+    resize: bool = Field(False, description="Fit an image of another size to the model's (bilinear).")
+
+
+class SampleResponse(BaseModel):
+    """Samples (or completions) as images, with the seed that reproduces them."""
+
+    model: str
+    seed: int = Field(description="Send it back to get the same result.")
+    images: list[list[list[int]]] | list[list[int]] = Field(
+        description="n images as H x W nested lists (flat D-vectors for models without an image shape)."
+    )
+    log_prob: list[float] = Field(description="Exact log p(x) (nats) of each full image under the model.")
+    known_rows: int | None = Field(None, description="Completions: rows copied from the input.")
+
+
+class ModelCard(BaseModel):
+    """What is served under a name: architecture, data, metrics, shape, value range, device, ordering."""
+
+    name: str
+    description: str | None = None
+    shape: list[int] | None = Field(description="[H, W], or null for flat vector models.")
+    data_dim: int
+    value_range: list[int] = Field(description="[lo, hi] of the integer pixel values the model takes.")
+    binary: bool
+    device: str
+    ready: bool
+    architecture: dict[str, Any] = Field(description="The MADEConfig the model was built from.")
+    ordering: dict[str, Any]
+    completion: dict[str, Any] = Field(description="Whether /complete works and its default known_rows.")
+    data: Any = Field(None, description="Data set and split the model was trained on.")
+    metrics: Any = Field(None, description="Evaluation figures from the card.")
+    card: dict[str, Any] = Field(description="The full model card as stored.")
+
+
+class ModelList(BaseModel):
+    default_model: str
+    models: list[ModelCard]
+    failed: dict[str, str] = Field(default_factory=dict, description="Folders skipped at start-up and why.")
+
+
+class HealthLive(BaseModel):
+    live: bool
+
+
+class HealthReady(BaseModel):
+    ready: bool
+    models: dict[str, bool] = Field(default_factory=dict)
+
+
+class ModelReady(BaseModel):
+    name: str
+    ready: bool
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details (``application/problem+json``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[dict[str, Any]] | None = Field(None, description="One entry per invalid field.")
+
+
+def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for the listed error statuses."""
+    text = {
+        401: "Missing or wrong X-API-Key.",
+        404: "Unknown model.",
+        413: "Body larger than MADE_MAX_BODY_BYTES.",
+        415: "Unsupported Content-Type or image format.",
+        422: "Invalid field: the body names it, the limit and what came.",
+        503: "Engine full or stopped (Retry-After says when to retry).",
+        504: "The request missed its deadline.",
+    }
+    return {
+        c: {
+            "description": text.get(c, "Error"),
+            "content": {"application/problem+json": {"schema": Problem.model_json_schema()}},
+        }
+        for c in codes
+    }
