@@ -5,7 +5,9 @@ A row lives in slot ``s`` of the state arrays and carries its own mask ``kk[s]``
 ``u[s, 1 + i]``, then finalises the hidden units of degree ``m = i + 1`` layer by layer
 (``acc[j] += W[j, c] h[c]`` over the new units ``c`` of the layer below, for every unit ``j`` of
 degree ``>= m``) and adds their contributions to the outputs of positions ``>= m``. Work per sample
-is about half a forward pass; rows are independent, so a chunk runs rows in parallel with ``prange``.
+is about half a forward pass. Output accumulators of drawn positions are never touched again, so after
+the last step ``out`` holds every conditional's final parameters and ``log p_k(x)`` is computed from it
+afterwards, vectorised. Rows are independent; a chunk runs blocks of rows in parallel with ``prange``.
 
 Packed weights per mask ``k`` (units sorted by degree, inputs/outputs by position):
 ``wflat[k, wofs[l] + c*H_l + j]`` is the weight from unit ``c`` of layer ``l-1`` (layer ``-1`` = the
@@ -37,21 +39,10 @@ def _act(x: float, kind: int) -> float:
     return 0.5 * x * (1.0 + math.erf(x * 0.7071067811865476))
 
 
-@njit(cache=True, inline="always")
-def _softplus(z: float) -> float:
-    return max(z, 0.0) + math.log1p(math.exp(-abs(z)))
-
-
-@njit(cache=True, inline="always")
-def _logsigmoid(z: float) -> float:
-    return min(z, 0.0) - math.log1p(math.exp(-abs(z)))
-
-
 @njit(cache=True)
-def _logistic_draw(out: np.ndarray, base: int, nb: int, nc: int, u: float) -> tuple[float, float]:
+def _logistic_draw(out: np.ndarray, base: int, nb: int, nc: int, u: float) -> float:
     """Inverse CDF over the bins by bisection on the closed-form CDF
-    ``F(v) = sum_c pi_c sigmoid((x_v + half - mu_c) / s_c)``, plus the drawn bin's log-mass computed
-    like ``DiscretizedLogistic._log_mass``; float64 throughout."""
+    ``F(v) = sum_c pi_c sigmoid((x_v + half - mu_c) / s_c)``, in float64."""
     half = 1.0 / (nb - 1)
     mx = -np.inf
     for c in range(nc):
@@ -73,40 +64,12 @@ def _logistic_draw(out: np.ndarray, base: int, nb: int, nc: int, u: float) -> tu
             hi = mid
         else:
             lo = mid + 1
-    v = lo
-    xv = v * (2.0 * half) - 1.0
-    m = -np.inf
-    acc = 0.0
-    for c in range(nc):
-        ls = min(max(np.float64(out[base + 2 * nc + c]), -7.0), 7.0)
-        inv_s = math.exp(-ls)
-        mu = np.float64(out[base + nc + c])
-        upper = (xv + half - mu) * inv_s
-        lower = (xv - half - mu) * inv_s
-        if v == 0:
-            lpc = _logsigmoid(upper)
-        elif v == nb - 1:
-            lpc = _logsigmoid(-lower)
-        else:
-            flip = (upper + lower) > 0
-            top = -lower if flip else upper
-            bot = -upper if flip else lower
-            log_top = _logsigmoid(top)
-            gap = min(_logsigmoid(bot) - log_top, -1e-12)
-            l1m = math.log(-math.expm1(gap)) if gap > -math.log(2.0) else math.log1p(-math.exp(gap))
-            lpc = log_top + l1m
-        t = lpc + np.float64(out[base + c]) - lz
-        if t > m:  # streaming logsumexp over components
-            acc = acc * math.exp(m - t) + 1.0
-            m = t
-        else:
-            acc += math.exp(t - m)
-    return float(v), m + math.log(acc)
+    return float(lo)
 
 
-@njit(cache=True)
-def _advance_row(
-    s: int,
+@njit(cache=True, fastmath={"contract"})
+def _advance_block(
+    rows: np.ndarray,
     steps: int,
     meta: np.ndarray,
     cst: np.ndarray,
@@ -126,45 +89,52 @@ def _advance_row(
     acc: np.ndarray,
     h: np.ndarray,
     out: np.ndarray,
-    lp: np.ndarray,
 ) -> None:
+    """Advance a block of rows that share a mask and a position; each weight slice is loaded once and
+    applied to every row of the block (the rows' accumulators stay in cache)."""
     d, p, n_layers, has_direct = meta[0], meta[1], meta[2], meta[3]
     dist_kind, nb, nc, act = meta[4], meta[5], meta[6], meta[7]
-    k = kk[s]
+    nr = rows.shape[0]
+    k = kk[rows[0]]
     one = cst[0]  # constants in the state's dtype: 1, 2 / (n_bins - 1)
+    wk, woutk = wflat[k], wout[k]
+    width = d * p
+    # inner loops run over slices from 0 so numba can drop wraparound checks and vectorise
     for _ in range(steps):
-        i = pos[s]
+        i = pos[rows[0]]
         if i >= d:
             return
         base = i * p
-        if dist_kind == 0:
-            logit = out[s, base]
-            prob = one / (one + math.exp(-logit))
-            v = 1.0 if uf[s, 1 + i] < prob else 0.0
-            lg = np.float64(logit)
-            lp[s] += -_softplus(-lg) if v == 1.0 else -_softplus(lg)
-            xs[s, i] = v
-            a = xs[s, i]
-        else:
-            v, lpi = _logistic_draw(out[s], base, nb, nc, u[s, 1 + i])
-            lp[s] += lpi
-            xs[s, i] = v
-            a = xs[s, i] * cst[1] - one
+        for r in range(nr):
+            s = rows[r]
+            if dist_kind == 0:
+                prob = one / (one + math.exp(-out[s, base]))
+                v = 1.0 if uf[s, 1 + i] < prob else 0.0
+                xs[s, i] = v
+                inp[s, i] = xs[s, i]
+            else:
+                v = _logistic_draw(out[s], base, nb, nc, u[s, 1 + i])
+                xs[s, i] = v
+                inp[s, i] = xs[s, i] * cst[1] - one
+            pos[s] = i + 1
         m = i + 1
-        pos[s] = m
         if m >= d:
             return
-        inp[s, i] = a
         # layer 0: the single new "unit" below is input position i
         h0 = sizes[0]
         off = hoff[0]
         lo = bounds[k, 0, m]
         hi = bounds[k, 0, m + 1]
         row = wofs[0] + i * h0
-        for j in range(lo, h0):
-            acc[s, off + j] += a * wflat[k, row + j]
-        for j in range(lo, hi):
-            h[s, off + j] = _act(acc[s, off + j], act)
+        src = wk[row + lo : row + h0]
+        for r in range(nr):
+            s = rows[r]
+            a = inp[s, i]
+            dst = acc[s, off + lo : off + h0]
+            for j in range(h0 - lo):
+                dst[j] += a * src[j]
+            for j in range(off + lo, off + hi):
+                h[s, j] = _act(acc[s, j], act)
         plo, phi, poff = lo, hi, off
         for li in range(1, n_layers):
             hl = sizes[li]
@@ -172,33 +142,48 @@ def _advance_row(
             lo = bounds[k, li, m]
             hi = bounds[k, li, m + 1]
             for c in range(plo, phi):
-                hc = h[s, poff + c]
                 row = wofs[li] + c * hl
-                for j in range(lo, hl):
-                    acc[s, off + j] += hc * wflat[k, row + j]
-            for j in range(lo, hi):
-                h[s, off + j] = _act(acc[s, off + j], act)
+                src = wk[row + lo : row + hl]
+                for r in range(nr):
+                    s = rows[r]
+                    hc = h[s, poff + c]
+                    dst = acc[s, off + lo : off + hl]
+                    for j in range(hl - lo):
+                        dst[j] += hc * src[j]
+            for r in range(nr):
+                s = rows[r]
+                for j in range(off + lo, off + hi):
+                    h[s, j] = _act(acc[s, j], act)
             plo, phi, poff = lo, hi, off
         start = m * p
-        width = d * p
         for c in range(plo, phi):
-            hc = h[s, poff + c]
-            for q in range(start, width):
-                out[s, q] += hc * wout[k, c, q]
+            src = woutk[c, start:width]
+            for r in range(nr):
+                s = rows[r]
+                hc = h[s, poff + c]
+                dst = out[s, start:width]
+                for q in range(width - start):
+                    dst[q] += hc * src[q]
         if has_direct:
-            for q in range(start, width):
-                out[s, q] += a * direct[k, i, q]
+            src = direct[k, i, start:width]
+            for r in range(nr):
+                s = rows[r]
+                a = inp[s, i]
+                dst = out[s, start:width]
+                for q in range(width - start):
+                    dst[q] += a * src[q]
 
 
 @njit(cache=True, parallel=True)
-def advance_parallel(slots: np.ndarray, steps: int, *args: np.ndarray) -> None:
-    """Advance each row in ``slots`` by up to ``steps`` positions, rows spread over threads."""
-    for r in prange(slots.shape[0]):
-        _advance_row(slots[r], steps, *args)
+def advance_parallel(slots: np.ndarray, block_starts: np.ndarray, steps: int, *args: np.ndarray) -> None:
+    """Advance blocks ``slots[block_starts[b]:block_starts[b + 1]]`` by up to ``steps`` positions,
+    blocks spread over threads."""
+    for b in prange(block_starts.shape[0] - 1):
+        _advance_block(slots[block_starts[b] : block_starts[b + 1]], steps, *args)
 
 
 @njit(cache=True)
-def advance_serial(slots: np.ndarray, steps: int, *args: np.ndarray) -> None:
-    """Same as :func:`advance_parallel` on the calling thread (cheaper for a few rows)."""
-    for r in range(slots.shape[0]):
-        _advance_row(slots[r], steps, *args)
+def advance_serial(slots: np.ndarray, block_starts: np.ndarray, steps: int, *args: np.ndarray) -> None:
+    """Same as :func:`advance_parallel` on the calling thread (cheaper for a single block)."""
+    for b in range(block_starts.shape[0] - 1):
+        _advance_block(slots[block_starts[b] : block_starts[b + 1]], steps, *args)
