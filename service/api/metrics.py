@@ -146,7 +146,11 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = getattr(scope.get("route"), "path", None) or "<unmatched>"
+            # FastAPI sets scope["route"] for API routes; its own static routes (/docs, /openapi.json) have
+            # fixed paths. Unknown paths share one label, so clients cannot grow the label set.
+            route = getattr(scope.get("route"), "path", None)
+            if route is None:
+                route = scope.get("path", "") if status != 404 else "<unmatched>"
             method = scope.get("method", "")
             self.metrics.requests.labels(route, method, str(status)).inc()
             self.metrics.latency.labels(route, method).observe(time.perf_counter() - start)

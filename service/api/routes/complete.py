@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
 from .. import inputs
 from ..bodies import JSON, MULTIPART, media_type, read_json, read_uploads, run_cancellable
@@ -76,12 +77,19 @@ async def complete(
         body = await read_json(request, CompleteRequest)
         entry = registry.get(body.model)
         n, seed, known_rows, format, where = body.n, body.seed, body.known_rows, body.format, "body."
-        x = inputs.from_json(body.inputs, entry, "body.inputs", resize=body.resize)
     else:
         entry = registry.get(model)
         where = "query."
+    # Cheap checks first, before any image is decoded.
+    if n > registry.max_rows():
+        raise invalid(f"{where}n", f"at most {registry.max_rows()} completions per request", n)
+    rows, n_known = inputs.known_rows_to_n_known(entry, known_rows, f"{where}known_rows")
+    if kind == JSON:
+        x = await run_in_threadpool(inputs.from_json, body.inputs, entry, "body.inputs", body.resize)
+    else:
         files = await read_uploads(request, "file", 1)
-        x = inputs.from_uploads(
+        x = await run_in_threadpool(
+            inputs.from_uploads,
             files,
             entry,
             max_pixels=settings.max_image_pixels,
@@ -89,9 +97,6 @@ async def complete(
             invert=invert,
             resize=resize,
         )
-    if n > registry.max_rows():
-        raise invalid(f"{where}n", f"at most {registry.max_rows()} completions per request", n)
-    rows, n_known = inputs.known_rows_to_n_known(entry, known_rows, f"{where}known_rows")
     seed = new_seed() if seed is None else seed
     known = x[0]
     out = await run_cancellable(request, entry.engine.complete(known, n_known, n, seed))

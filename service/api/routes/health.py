@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
 
 from ..deps import RegistryDep
@@ -50,7 +52,11 @@ async def ready(request: Request, registry: RegistryDep) -> HealthReady | JSONRe
     response_model=ModelReady,
     responses=problem_responses(404, 503),
 )
-async def model_ready(name: str, request: Request, registry: RegistryDep) -> ModelReady | JSONResponse:
+async def model_ready(
+    name: Annotated[str, Path(examples=["mnist"], description="Model name.")],
+    request: Request,
+    registry: RegistryDep,
+) -> ModelReady | JSONResponse:
     registry.get(name)  # 404 for unknown names
     if registry.model_ready(name):
         return ModelReady(name=name, ready=True)

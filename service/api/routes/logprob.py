@@ -8,6 +8,7 @@ from typing import Annotated
 import numpy as np
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
 from .. import codecs, inputs
 from ..bodies import JSON, MULTIPART, media_type, read_json, read_uploads, run_cancellable
@@ -85,12 +86,13 @@ async def log_prob(
                 "body.inputs",
                 f"at most {settings.max_inputs_per_request} inputs per request, got {len(body.inputs)}",
             )
-        x = inputs.from_json(body.inputs, entry, "body.inputs", resize=body.resize)
+        x = await run_in_threadpool(inputs.from_json, body.inputs, entry, "body.inputs", body.resize)
         per_dim, format = body.per_dim, body.format
     else:
         entry = registry.get(model)
         files = await read_uploads(request, "files", settings.max_images_per_request)
-        x = inputs.from_uploads(
+        x = await run_in_threadpool(
+            inputs.from_uploads,
             files,
             entry,
             max_pixels=settings.max_image_pixels,

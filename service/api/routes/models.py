@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Path
 
 from ..deps import RegistryDep
 from ..registry import ModelEntry
@@ -55,5 +57,7 @@ async def list_models(registry: RegistryDep) -> ModelList:
     response_model=ModelCard,
     responses=problem_responses(401, 404),
 )
-async def get_model(name: str, registry: RegistryDep) -> ModelCard:
+async def get_model(
+    name: Annotated[str, Path(examples=["mnist"], description="Model name.")], registry: RegistryDep
+) -> ModelCard:
     return model_card(registry.get(name))
