@@ -88,7 +88,14 @@ def to_gray_levels(
     gray: np.ndarray, value_range: tuple[int, int], binary: bool, threshold: int
 ) -> np.ndarray:
     """Gray levels 0..255 -> model values: ``gray >= threshold`` for binary models, else a linear map
-    onto ``lo..hi`` rounded to the nearest level."""
+    onto ``lo..hi`` rounded to the nearest level.
+
+    >>> gray = np.array([0, 127, 128, 255], dtype=np.uint8)
+    >>> to_gray_levels(gray, (0, 1), True, 128).tolist()
+    [0.0, 0.0, 1.0, 1.0]
+    >>> to_gray_levels(gray, (0, 15), False, 128).tolist()
+    [0.0, 7.0, 8.0, 15.0]
+    """
     if binary:
         return (gray >= threshold).astype(np.float32)
     lo, hi = value_range
