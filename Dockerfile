@@ -12,7 +12,9 @@ FROM ${BASE_IMAGE} AS builder
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY service ./service
-RUN python -m pip wheel --no-cache-dir --no-deps --wheel-dir /dist .
+# The build backend is pinned (not whatever PyPI has today), so the same sources give the same wheel.
+RUN python -m pip install --no-cache-dir "setuptools==84.2.1" \
+ && python -m pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /dist .
 
 # ---- runtime ----------------------------------------------------------------------------------------
 FROM ${BASE_IMAGE} AS runtime

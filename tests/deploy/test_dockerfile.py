@@ -73,6 +73,10 @@ def test_base_image_is_a_cuda_runtime_with_a_torch_pyproject_allows(stages: list
 def test_final_stage_installs_the_wheel_and_keeps_the_base_torch(stages: list[Stage]) -> None:
     final = stages[-1]
     assert len(stages) >= 2, "multi-stage: the wheel is built in a builder stage"
+    (build,) = [i.args for i in stages[0].all("RUN") if "pip wheel" in i.args]
+    assert re.search(r'"setuptools==[\d.]+"', build) and "--no-build-isolation" in build, (
+        "pinned build backend"
+    )
     builders = {s.alias for s in stages[:-1]}
     froms = [i.flags_and_rest()[0].get("from") for i in final.all("COPY")]
     assert any(f in builders for f in froms), "the final stage copies the wheel from the builder"
