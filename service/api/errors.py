@@ -1,6 +1,7 @@
 """RFC 9457 problem details for every error the service returns, and the handlers that produce them.
 
-A problem body is ``{"type", "title", "status", "detail", "instance"}`` plus extensions: ``errors`` (one
+A problem body is ``{"type", "title", "status", "detail", "instance"}`` (``type`` is ``about:blank`` for
+plain HTTP errors, a ``tag:`` URI for the service's own kinds) plus extensions: ``errors`` (one
 entry per invalid field: ``field``, ``message``, ``input``) for 4xx about the request, ``retry_after_s``
 for 503. Responses never carry stack traces; unexpected exceptions are logged and answered with 500.
 """
@@ -17,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from service.engine import EngineError, EngineFull, EngineStopped, EngineTimeout
 
@@ -32,7 +34,7 @@ __all__ = [
 log = logging.getLogger("service.api")
 
 PROBLEM_JSON = "application/problem+json"
-_TYPE_BASE = "https://made-service.dev/problems/"
+_TAG = "tag:made-service,2026:problem/"  # RFC 4151 tag URIs name our own problem types
 
 
 class ProblemError(Exception):
@@ -69,11 +71,8 @@ def invalid(field: str, message: str, value: Any = None, status: int = 422) -> P
     return ProblemError(status, f"{field}: {message}", errors=[entry])
 
 
-def _slug(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase.lower().replace(" ", "-").replace("'", "")
-    except ValueError:
-        return "error"
+def _slug(title: str) -> str:
+    return "-".join(title.lower().replace("'", "").split())
 
 
 def problem_response(
@@ -91,8 +90,11 @@ def problem_response(
         phrase = HTTPStatus(status).phrase
     except ValueError:
         phrase = "Error"
+    # Plain HTTP errors are "about:blank" with the status phrase as title (RFC 9457 section 4.2.1);
+    # service-specific ones (engine full, unknown model, ...) get their own type.
+    kind = "about:blank" if title is None or title == phrase else _TAG + _slug(title)
     body: dict[str, Any] = {
-        "type": _TYPE_BASE + _slug(status),
+        "type": kind,
         "title": title or phrase,
         "status": status,
         "detail": detail,
@@ -222,4 +224,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(EngineError, _engine_error)
     app.add_exception_handler(ClientClosedRequest, _client_closed)
+    app.add_exception_handler(ClientDisconnect, _client_closed)
     app.add_exception_handler(Exception, _unexpected)

@@ -141,7 +141,8 @@ def assert_problem(r: httpx.Response, status: int, *needles: str) -> dict[str, A
     assert r.headers["content-type"].startswith("application/problem+json"), r.headers
     body = r.json()
     assert body["status"] == status
-    assert {"type", "title", "detail"} <= set(body)
+    assert {"type", "title", "detail", "instance"} <= set(body)
+    assert body["type"] == "about:blank" or body["type"].startswith("tag:made-service,2026:problem/"), body
     for needle in needles:
         assert needle in body["detail"], (needle, body["detail"])
     assert "Traceback" not in r.text

@@ -142,7 +142,7 @@ async def test_constrained_app(model_repo: Path) -> None:
         rs = await asyncio.gather(*(a.client.post("/sample", json={"n": 2}, headers=key) for _ in range(2)))
         assert sorted(r.status_code for r in rs) == [200, 503]
         full = next(r for r in rs if r.status_code == 503)
-        assert_problem(full, 503, "capacity")
+        assert assert_problem(full, 503, "capacity")["type"] == "tag:made-service,2026:problem/engine-full"
         assert int(full.headers["Retry-After"]) >= 1
         assert_problem(await a.client.post("/sample", json={"n": 3}, headers=key), 422, "at most 2")
 
@@ -194,3 +194,8 @@ async def test_disconnect_cancels_engine_rows(api: Api) -> None:
     assert line in text
     stats = engine.stats()
     assert stats.queued_rows == 0 and stats.active_rows == 0 and stats.rows_sampled == before
+
+    # Gone before the body arrived: no engine work at all, and no 500 in the log.
+    sent.clear()
+    await api.app(scope, receive, send)
+    assert sent[0]["status"] == 499
