@@ -46,6 +46,9 @@ def build_runtime(stages: list[Stage], root: Path) -> Runtime:
     builder, final = stages[0], stages[-1]
     ctx = root / "build-context"
     for src, _ in copy_sources(builder):
+        assert (REPO / src).exists(), (
+            f"Dockerfile copies {src}, which the repository lacks: docker build would fail"
+        )
         target = ctx / src
         target.parent.mkdir(parents=True, exist_ok=True)
         if (REPO / src).is_dir():
