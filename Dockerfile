@@ -10,7 +10,11 @@ ARG BASE_IMAGE=pytorch/pytorch:2.7.1-cuda12.8-cudnn9-runtime
 # ---- builder: the project wheel (pure Python), so the runtime stage gets no sources or build tools ----
 FROM ${BASE_IMAGE} AS builder
 WORKDIR /src
-COPY pyproject.toml README.md ./
+# The runtime requirements, from pyproject.toml alone: the layer installing them is rebuilt only when they change.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; \
+open('/requirements.txt', 'w').write(''.join(d + chr(10) for d in deps))"
+COPY README.md ./
 COPY service ./service
 # The build backend is pinned (not whatever PyPI has today), so the same sources give the same wheel.
 RUN python -m pip install --no-cache-dir "setuptools==84.2.1" \
@@ -23,13 +27,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# Install the wheel and its dependencies; the constraint pins torch to the base image's CUDA build, so pip
-# can never swap it for a PyPI wheel (pyproject allows torch>=2.4,<2.14).
-COPY --from=builder /dist/ /tmp/wheels/
+# Dependencies first (cached across code changes); the constraint pins torch to the base image's CUDA build,
+# so pip can never swap it for a PyPI wheel (pyproject allows torch>=2.4,<2.14).
+COPY --from=builder /requirements.txt /tmp/requirements.txt
 RUN python -c "import torch; print(f'torch=={torch.__version__}')" > /tmp/torch-constraint.txt \
- && python -m pip install --constraint /tmp/torch-constraint.txt /tmp/wheels/*.whl \
+ && python -m pip install --constraint /tmp/torch-constraint.txt --requirement /tmp/requirements.txt \
+ && rm /tmp/requirements.txt /tmp/torch-constraint.txt
+COPY --from=builder /dist/ /tmp/wheels/
+RUN python -m pip install --no-deps /tmp/wheels/*.whl \
  && python -c "import service.api.app, torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" \
- && rm -rf /tmp/wheels /tmp/torch-constraint.txt
+ && rm -rf /tmp/wheels
 
 # A fixed numeric UID, so Kubernetes' runAsNonRoot can verify it (docker/k8s/made.yaml uses the same).
 RUN groupadd --system --gid 10001 made \

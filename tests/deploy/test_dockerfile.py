@@ -81,10 +81,11 @@ def test_final_stage_installs_the_wheel_and_keeps_the_base_torch(stages: list[St
     froms = [i.flags_and_rest()[0].get("from") for i in final.all("COPY")]
     assert any(f in builders for f in froms), "the final stage copies the wheel from the builder"
     installs = [i.args for i in final.all("RUN") if "pip install" in i.args]
-    assert installs and all(".whl" in a for a in installs)
-    assert all("--constraint" in a and "torch.__version__" in a for a in installs), (
-        "pip must be constrained to the base image's torch, or it may replace the CUDA build"
-    )
+    assert any(".whl" in a for a in installs), "the final stage installs the wheel"
+    for a in installs:
+        assert "--no-deps" in a or ("--constraint" in a and "torch.__version__" in a), (
+            f"{a}: pip must be constrained to the base image's torch, or it may replace the CUDA build"
+        )
     # Only what serving needs: no sources, tests or dev files copied from the context into the final stage.
     for src, _ in copy_sources(final):
         assert src.rstrip("/") in {"models", "docker/healthcheck.py"}, f"final stage copies {src}"
