@@ -52,6 +52,8 @@ _TRAIN_KEYS = [
     "threads",
     "storage",
     "grad_clip",
+    "hflip",
+    "dropout",
 ]
 
 
@@ -94,6 +96,10 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--threads", type=int, help="torch.set_num_threads")
     p.add_argument("--storage", choices=["float32", "float16"], help="dtype of the saved weights")
     p.add_argument("--grad-clip", type=float)
+    p.add_argument(
+        "--hflip", action=argparse.BooleanOptionalAction, default=None, help="random left-right mirroring"
+    )
+    p.add_argument("--dropout", type=float, help="dropout rate on hidden units while training")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/train.state.pt")
     p.add_argument("--samples", type=int, default=64, help="samples drawn for samples.png")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar (epoch lines still print)")
@@ -131,6 +137,8 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
     settings.setdefault("device", "cpu")
     settings.setdefault("threads", None)
     settings.setdefault("grad_clip", None)
+    settings.setdefault("hflip", False)
+    settings.setdefault("dropout", 0.0)
     for key in _TRAIN_KEYS:
         value = getattr(args, key, None)
         if value is not None:
@@ -184,6 +192,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         device=settings["device"],
         threads=settings["threads"],
         grad_clip=settings["grad_clip"],
+        hflip=bool(settings["hflip"]),
+        dropout=float(settings["dropout"]),
+        image_shape=data.shape,
     )
     print(
         f"training {settings['name']}: {settings['parameters']:,} parameters, {config.to_dict()}", flush=True

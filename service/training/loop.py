@@ -18,11 +18,12 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..made import MADE
 
-__all__ = ["STATE_FILE", "TrainConfig", "TrainResult", "mean_nll", "train"]
+__all__ = ["STATE_FILE", "TrainConfig", "TrainResult", "mean_nll", "train", "train_log_prob"]
 
 STATE_FILE = "train.state.pt"
 
@@ -46,6 +47,9 @@ class TrainConfig:
     threads: int | None = None
     eval_batch_size: int = 1000
     grad_clip: float | None = None
+    hflip: bool = False
+    dropout: float = 0.0
+    image_shape: tuple[int, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,6 +80,31 @@ def mean_nll(model: MADE, x: torch.Tensor, k: int | None = 0, batch_size: int = 
         total += float(-model.log_prob(xb, k).double().sum())
     model.train(was_training)
     return total / x.shape[0]
+
+
+def train_log_prob(model: MADE, x: torch.Tensor, k: int, dropout: float = 0.0) -> torch.Tensor:
+    """``log p_k(x)`` with dropout on the hidden units (a regulariser; zeroing units keeps every
+    conditional autoregressive). Same as ``model.log_prob(x, k)`` when ``dropout == 0``."""
+    if dropout <= 0.0:
+        return model.log_prob(x, k)
+    inp = model.dist.preprocess(x.to(model.output_layer.weight.dtype))
+    h = inp
+    for layer in model.hidden_layers:
+        h = F.dropout(model.activation(layer(h, k)), dropout, training=True)
+    out = model.output_layer(h, k)
+    if model.direct_layer is not None:
+        out = out + model.direct_layer(inp, k)
+    params = out.view(x.shape[0], model.dist.n_params, model.data_dim).transpose(1, 2)
+    return model.dist.log_prob(params, x).sum(-1)
+
+
+def _random_hflip(x: torch.Tensor, shape: tuple[int, int] | None, gen: torch.Generator) -> torch.Tensor:
+    """Mirror a random half of the rows left-right (augmentation for roughly symmetric images)."""
+    if shape is None:
+        raise ValueError("hflip needs the image shape")
+    flip = (torch.rand(x.shape[0], generator=gen) < 0.5).to(x.device)
+    mirrored = x.view(-1, *shape).flip(-1).reshape(x.shape)
+    return torch.where(flip[:, None], mirrored, x)
 
 
 def _seed_everything(seed: int) -> None:
@@ -183,7 +212,9 @@ def train(
         )
         for b in bar:
             xb = train_x[perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]]
-            loss = -model.log_prob(xb, step % k_masks).mean()
+            if cfg.hflip:
+                xb = _random_hflip(xb, cfg.image_shape, shuffle_gen)
+            loss = -train_log_prob(model, xb, step % k_masks, cfg.dropout).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
