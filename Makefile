@@ -23,12 +23,12 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check service tests bench
-	$(BIN)/ruff format --check service tests bench
+	$(BIN)/ruff check service tests bench docker
+	$(BIN)/ruff format --check service tests bench docker
 
 format: $(STAMP)
-	$(BIN)/ruff format service tests bench
-	$(BIN)/ruff check --fix service tests bench
+	$(BIN)/ruff format service tests bench docker
+	$(BIN)/ruff check --fix service tests bench docker
 
 # make train DATA=mnist ARGS="--epochs 200"
 DATA ?= mnist
