@@ -1,7 +1,8 @@
 """Numba kernels of the per-row cached sampler (nopython, fastmath off so draws match the reference).
 
 A row lives in slot ``s`` of the state arrays and carries its own mask ``kk[s]`` and next position
-``pos[s]``. One step draws position ``i`` from the final outputs ``out[s, i*P:(i+1)*P]`` with uniform
+``pos[s]``; rows advance independently, so a chunk may stop any block early (``preempt``) when the
+scheduler wants the thread back. One step draws position ``i`` from the final outputs ``out[s, i*P:(i+1)*P]`` with uniform
 ``u[s, 1 + i]``, then finalises the hidden units of degree ``m = i + 1`` layer by layer
 (``acc[j] += W[j, c] h[c]`` over the new units ``c`` of the layer below, for every unit ``j`` of
 degree ``>= m``) and adds their contributions to the outputs of positions ``>= m``. Work per sample
@@ -71,6 +72,7 @@ def _logistic_draw(out: np.ndarray, base: int, nb: int, nc: int, u: float) -> fl
 def _advance_block(
     rows: np.ndarray,
     steps: int,
+    preempt: np.ndarray,
     meta: np.ndarray,
     cst: np.ndarray,
     sizes: np.ndarray,
@@ -90,8 +92,9 @@ def _advance_block(
     h: np.ndarray,
     out: np.ndarray,
 ) -> None:
-    """Advance a block of rows that share a mask and a position; each weight slice is loaded once and
-    applied to every row of the block (the rows' accumulators stay in cache)."""
+    """Advance a block of rows that share a mask and a position by up to ``steps`` positions; each
+    weight slice is loaded once and applied to every row of the block (their accumulators stay in
+    cache). After each step the block stops early if another thread has set ``preempt[0]``."""
     d, p, n_layers, has_direct = meta[0], meta[1], meta[2], meta[3]
     dist_kind, nb, nc, act = meta[4], meta[5], meta[6], meta[7]
     nr = rows.shape[0]
@@ -172,18 +175,24 @@ def _advance_block(
                 dst = out[s, start:width]
                 for q in range(width - start):
                     dst[q] += a * src[q]
+        if preempt[0] != 0:
+            return
 
 
 @njit(cache=True, parallel=True)
-def advance_parallel(slots: np.ndarray, block_starts: np.ndarray, steps: int, *args: np.ndarray) -> None:
+def advance_parallel(
+    slots: np.ndarray, block_starts: np.ndarray, steps: int, preempt: np.ndarray, *args: np.ndarray
+) -> None:
     """Advance blocks ``slots[block_starts[b]:block_starts[b + 1]]`` by up to ``steps`` positions,
     blocks spread over threads."""
     for b in prange(block_starts.shape[0] - 1):
-        _advance_block(slots[block_starts[b] : block_starts[b + 1]], steps, *args)
+        _advance_block(slots[block_starts[b] : block_starts[b + 1]], steps, preempt, *args)
 
 
 @njit(cache=True)
-def advance_serial(slots: np.ndarray, block_starts: np.ndarray, steps: int, *args: np.ndarray) -> None:
+def advance_serial(
+    slots: np.ndarray, block_starts: np.ndarray, steps: int, preempt: np.ndarray, *args: np.ndarray
+) -> None:
     """Same as :func:`advance_parallel` on the calling thread (cheaper for a single block)."""
     for b in range(block_starts.shape[0] - 1):
-        _advance_block(slots[block_starts[b] : block_starts[b + 1]], steps, *args)
+        _advance_block(slots[block_starts[b] : block_starts[b + 1]], steps, preempt, *args)

@@ -3,8 +3,9 @@
 Each iteration (on the event-loop thread) reaps cancelled and expired requests, admits waiting rows
 (prefill for completions), then runs one chunk of steps for every active row in a dedicated worker
 thread, so the event loop stays responsive and new requests join at the next chunk. A chunk lasts
-at least ``steps_per_chunk`` steps and otherwise about ``chunk_budget_ms`` of estimated compute. A
-second task micro-batches log-prob requests on its own worker thread.
+at least ``steps_per_chunk`` steps and otherwise about ``chunk_budget_ms`` of estimated compute, but a
+submission or a cancellation preempts it after the current step (a flag the kernel polls), so long
+chunks cost no admission latency. A second task micro-batches log-prob requests on its own worker thread.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -263,6 +265,7 @@ class Engine:
             raise
         assert self._wake is not None
         self._wake.set()
+        self._interrupt()
         try:
             return await asyncio.wait_for(fut, timeout + _DEADLINE_SLACK_S)
         except TimeoutError:
@@ -275,6 +278,7 @@ class Engine:
             if not req.closed:
                 self._sched.cancel(req)
                 self._wake.set()
+                self._interrupt()
             raise
 
     def _close(self, req: Request, exc: BaseException | None, outcome: str) -> None:
@@ -329,20 +333,26 @@ class Engine:
                 await asyncio.sleep(self.config.admission_window_ms / 1000.0)
             return
         admitted = sched.admit(time.monotonic())
-        if admitted:
-            await self._admit(admitted)
         slots = sched.active_slots()
         self.metrics.gauges(sched.queued_rows, len(slots))
         if len(slots) == 0:
             return
         steps = self._chunk_steps(len(slots))
+        before = sched.positions(slots)
+        self._runner.preempt[0] = 0  # a submission or cancellation from now on ends the chunk early
         loop = asyncio.get_running_loop()
-        try:
-            pos, elapsed = await loop.run_in_executor(self._exec, self._timed_advance, slots, steps)
-        except Exception as e:
-            log.exception("engine %s: sampling step failed", self.name)
-            self._fail_slots(slots, EngineError(f"sampling step failed: {e}"))
+        # one hand-off to the worker per chunk: place the newly admitted rows, then advance everyone
+        failures, slots, result = await loop.run_in_executor(self._exec, self._work, admitted, slots, steps)
+        for adm, exc in failures:
+            self._runner.release(sched.fail([adm.request]))
+            self._close(adm.request, EngineError(f"prefill failed: {exc}"), "error")
+        if isinstance(result, Exception):
+            self._fail_slots(slots, EngineError(f"sampling step failed: {result}"))
             return
+        if len(slots) == 0:
+            return
+        pos, elapsed = result
+        steps = max(1, int((pos - before).max()))
         self._record_chunk(elapsed, len(slots), steps)
         fin = sched.advance(slots, pos)
         if fin.rows:
@@ -357,17 +367,38 @@ class Engine:
         for req in fin.completed:
             self._finish(req)
 
-    def _timed_advance(self, slots: np.ndarray, steps: int) -> tuple[np.ndarray, float]:
+    def _work(
+        self, admitted: list[Admission], slots: np.ndarray, steps: int
+    ) -> tuple[list[tuple[Admission, Exception]], np.ndarray, tuple[np.ndarray, float] | Exception]:
+        """Worker thread: place admitted rows, then advance ``slots`` (minus rows that failed to place)."""
+        failures = self._place(admitted) if admitted else []
+        if failures:
+            bad = np.array([s for adm, _ in failures for s in adm.slots], dtype=np.int64)
+            slots = slots[~np.isin(slots, bad)]
+        if len(slots) == 0:
+            return failures, slots, (slots, 0.0)
         t0 = time.perf_counter()
-        pos = self._runner.advance(slots, steps)
-        return pos, time.perf_counter() - t0
+        try:
+            pos = self._runner.advance(slots, steps)
+        except Exception as e:
+            log.exception("engine %s: sampling step failed", self.name)
+            return failures, slots, e
+        return failures, slots, (pos, time.perf_counter() - t0)
 
     def _chunk_steps(self, rows: int) -> int:
+        """``steps_per_chunk``, or more to fill ``chunk_budget_ms`` (capped by the nearest deadline)."""
         cfg = self.config
         steps = cfg.steps_per_chunk
         if self._row_step_s:
-            steps = max(steps, int(cfg.chunk_budget_ms / 1000.0 / (self._row_step_s * rows)))
+            budget = cfg.chunk_budget_ms / 1000.0
+            nearest = min((r.deadline for r in self._sched.pending()), default=math.inf)
+            budget = min(budget, nearest - time.monotonic())
+            steps = max(steps, int(budget / (self._row_step_s * rows)))
         return min(steps, self.model.data_dim)
+
+    def _interrupt(self) -> None:
+        """Ask the chunk in flight (if any) to stop after its current step."""
+        self._runner.preempt[0] = 1
 
     def _record_chunk(self, elapsed: float, rows: int, steps: int) -> None:
         self._steps_run += steps
@@ -399,14 +430,6 @@ class Engine:
         self._runner.release(self._sched.fail(list(reqs.values())))
         for req in reqs.values():
             self._close(req, exc, "error")
-
-    async def _admit(self, admitted: list[Admission]) -> None:
-        """Prepare (uniforms, components, prefill) and place newly admitted rows, in the worker."""
-        loop = asyncio.get_running_loop()
-        failures = await loop.run_in_executor(self._exec, self._place, admitted)
-        for adm, exc in failures:
-            self._runner.release(self._sched.fail([adm.request]))
-            self._close(adm.request, EngineError(f"prefill failed: {exc}"), "error")
 
     def _place(self, admitted: list[Admission]) -> list[tuple[Admission, Exception]]:
         failures = []

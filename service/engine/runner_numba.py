@@ -34,6 +34,7 @@ class NumbaRunner:
             raise ValueError("the numba runner needs a CPU model")
         self.model = model
         self.block_rows = block_rows
+        self.preempt = np.zeros(1, dtype=np.int64)  # set from another thread to end a chunk early
         self.plans = [build_plan(model, k) for k in range(model.num_masks)]
         zero = torch.zeros(model.data_dim, dtype=model.output_layer.weight.dtype)
         self.base = [initial_state(model, p, zero, 0) for p in self.plans]
@@ -172,21 +173,20 @@ class NumbaRunner:
         order = np.lexsort((slots, pos, kk))
         ordered = slots[order]
         key = kk[order] * (self.d + 1) + pos[order]
-        cuts = [0]
-        run_start = 0
-        for j in range(1, len(ordered) + 1):
-            if j == len(ordered) or key[j] != key[run_start]:
-                cuts.extend(range(run_start + self.block_rows, j, self.block_rows))
-                cuts.append(j)
-                run_start = j
-        return ordered, np.array(cuts, dtype=np.int64)
+        n = len(ordered)
+        new_run = np.ones(n, dtype=bool)
+        new_run[1:] = key[1:] != key[:-1]
+        run_start = np.maximum.accumulate(np.where(new_run, np.arange(n), 0))
+        cut = (np.arange(n) - run_start) % self.block_rows == 0
+        return ordered, np.append(np.flatnonzero(cut), n).astype(np.int64)
 
     def advance(self, slots: np.ndarray, steps: int) -> np.ndarray:
-        """Advance the rows in ``slots`` by up to ``steps`` positions; returns their new positions."""
+        """Advance the rows in ``slots`` by up to ``steps`` positions (at least one unless finished;
+        fewer if ``preempt`` is set meanwhile); returns their new positions."""
         slots = np.ascontiguousarray(slots, dtype=np.int64)
         ordered, cuts = self.blocks(slots)
         fn = advance_parallel if len(cuts) > 2 else advance_serial
-        fn(ordered, cuts, int(steps), *self._args())
+        fn(ordered, cuts, int(steps), self.preempt, *self._args())
         return self.pos[slots].copy()
 
     def warmup(self) -> None:
@@ -195,7 +195,7 @@ class NumbaRunner:
         self.admit(prep, [0], [0])
         self.advance(np.array([0]), 2)
         args = self._args()
-        advance_parallel(np.array([0, 0]), np.array([0, 1, 2]), 0, *args)
+        advance_parallel(np.array([0, 0]), np.array([0, 1, 2]), 0, self.preempt, *args)
         self.release([0])
 
     # --- results -------------------------------------------------------------------------------------

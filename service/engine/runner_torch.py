@@ -81,6 +81,7 @@ class TorchRunner:
         zero = torch.zeros(model.data_dim, dtype=self.dtype, device=self.device)
         self.base = [initial_state(model, p, zero, 0) for p in self.plans]
         self.cohorts: list[_Cohort] = []
+        self.preempt = np.zeros(1, dtype=np.int64)  # set from another thread to end a chunk early
 
     # --- requests --------------------------------------------------------------------------------
     def prepare(self, n: int, seed: int, known: np.ndarray | None, n_known: int) -> Prepared:
@@ -123,14 +124,16 @@ class TorchRunner:
 
     @torch.no_grad()
     def advance(self, slots: np.ndarray, steps: int) -> np.ndarray:
-        """Advance every row by up to ``steps`` positions; returns the positions of ``slots``."""
+        """Advance every row by up to ``steps`` positions (fewer if ``preempt`` is set meanwhile);
+        returns the positions of ``slots``."""
         self._merge()
         d = self.model.data_dim
-        for c in self.cohorts:
-            for _ in range(steps):
-                if c.pos >= d:
-                    break
-                self._step(c)
+        for _ in range(steps):
+            for c in self.cohorts:
+                if c.pos < d:
+                    self._step(c)
+            if self.preempt[0]:
+                break
         where = {}
         for c in self.cohorts:
             for s in c.slots.tolist():

@@ -90,6 +90,8 @@ class Scheduler:
         self._running: dict[int, Request] = {}  # id -> request with active rows
         self._owner: list[tuple[Request, int] | None] = [None] * max_active_rows
         self._pos = np.zeros(max_active_rows, dtype=np.int64)
+        self._end = np.zeros(max_active_rows, dtype=np.int64)
+        self._active: np.ndarray | None = None  # cached sorted occupied slots
         self._free: list[int] = list(range(max_active_rows - 1, -1, -1))  # pop() gives lowest slot
         self._queued_rows = 0
 
@@ -119,6 +121,9 @@ class Scheduler:
 
     def position(self, slot: int) -> int:
         return int(self._pos[slot])
+
+    def positions(self, slots: np.ndarray) -> np.ndarray:
+        return self._pos[slots].copy()
 
     # --- submission and admission ----------------------------------------------------------------
     def submit(self, req: Request, retry_after_s: float = 1.0) -> None:
@@ -157,12 +162,14 @@ class Scheduler:
             for r, s in zip(rows, slots, strict=True):
                 self._owner[s] = (req, r)
                 self._pos[s] = req.start
+                self._end[s] = req.end
                 req.slots[r] = s
             req.next_row += take
             self._queued_rows -= take
             if req.first_admitted is None:
                 req.first_admitted = now
             self._running[req.id] = req
+            self._active = None
             if req.next_row == req.n_rows:
                 self._waiting.popleft()
             out.append(Admission(req, rows, slots))
@@ -170,7 +177,9 @@ class Scheduler:
 
     def active_slots(self) -> np.ndarray:
         """Occupied slots in increasing order."""
-        return np.array([s for s, o in enumerate(self._owner) if o is not None], dtype=np.int64)
+        if self._active is None:
+            self._active = np.array([s for s, o in enumerate(self._owner) if o is not None], dtype=np.int64)
+        return self._active
 
     def owner(self, slot: int) -> tuple[Request, int] | None:
         return self._owner[slot]
@@ -180,13 +189,14 @@ class Scheduler:
         """Record new positions after a chunk; rows at their end leave and free their slots."""
         rows: list[tuple[Request, int, int]] = []
         completed: list[Request] = []
-        for s, p in zip(slots.tolist(), positions.tolist(), strict=True):
+        self._pos[slots] = positions
+        done = slots[positions >= self._end[slots]]
+        for s in done.tolist():
             owner = self._owner[s]
             if owner is None:  # reaped while the chunk ran
                 continue
             req, r = owner
-            self._pos[s] = p
-            if p >= req.end and not req.closed:
+            if not req.closed and not req.cancelled:  # cancelled rows leave at the next reap
                 self._release(s)
                 del req.slots[r]
                 req.rows_done += 1
@@ -243,4 +253,6 @@ class Scheduler:
 
     def _release(self, slot: int) -> None:
         self._owner[slot] = None
+        self._end[slot] = 0
+        self._active = None
         self._free.append(slot)

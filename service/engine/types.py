@@ -28,9 +28,10 @@ __all__ = [
 class EngineConfig:
     """Engine limits and pacing; the API maps ``Settings`` fields of the same names onto it.
 
-    ``steps_per_chunk`` is the fewest sampling steps run between scheduler visits; a chunk grows
-    (up to ``chunk_budget_ms`` of estimated compute) when few rows are active, so a lone request does
-    not pay one thread hand-off per 16 dimensions.
+    ``steps_per_chunk`` is the fewest sampling steps run between scheduler visits; a chunk grows to
+    about ``chunk_budget_ms`` of estimated compute (hand-offs to the worker thread are then rare), and
+    a new submission or a cancellation preempts it after the current step, so admission, cancellation
+    and deadlines still act within about one step.
     """
 
     max_active_rows: int = 1024
@@ -41,7 +42,7 @@ class EngineConfig:
     logprob_max_wait_ms: float = 2.0
     request_timeout_s: float = 60.0
     backend: str = "auto"  # "auto" | "numba" | "torch"  (auto: numba on CPU, torch batched on CUDA)
-    chunk_budget_ms: float = 0.5
+    chunk_budget_ms: float = 20.0
 
     def __post_init__(self) -> None:
         if self.max_active_rows < 1:

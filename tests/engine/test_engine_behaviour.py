@@ -228,3 +228,24 @@ def test_metrics_hooks_see_steps_requests_and_gauges():
     assert ("sample", "ok") in rec.done and ("complete", "ok") in rec.done
     assert ("sample", "rejected") in rec.done and ("log_prob", "ok") in rec.done
     assert rec.gauge_calls > 0
+
+
+def test_a_long_chunk_is_preempted_by_a_new_arrival():
+    """With chunks long enough to finish a whole request, a request arriving mid-chunk still joins the
+    running rows (a step with both requests' rows) instead of waiting for the others to finish."""
+    model = make_model(data_dim=784, hidden=(500,))
+    rec = Recorder()
+
+    async def body():
+        engine = Engine(model, EngineConfig(steps_per_chunk=784, chunk_budget_ms=10_000), metrics=rec)
+        await engine.start()
+        first = asyncio.create_task(engine.sample(256, 0))
+        await wait_for(lambda: engine.stats().active_rows == 256)
+        second = await engine.sample(1, 1)
+        await first
+        await engine.stop(1.0)
+        return second
+
+    second = asyncio.run(body())
+    assert any(rows == 257 for _, rows in rec.steps), rec.steps
+    np.testing.assert_array_equal(second.x, reference(model, 1, 1))
