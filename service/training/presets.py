@@ -40,17 +40,18 @@ PRESETS: dict[str, dict[str, Any]] = {
             "MADE on Olivetti faces (64x64, 256 gray levels, one discretized logistic per pixel), natural "
             "raster ordering: the bottom half of a face can be completed from its top half."
         ),
-        "hidden": [300],
+        "hidden": [500],
         "activation": "elu",
         "direct": False,
         "masks": 1,
-        "epochs": 400,
+        "epochs": 150,
         "batch_size": 20,
         "lr": 1e-3,
         "lr_schedule": "plateau",
-        "patience": 30,
+        "patience": 15,
         "select": "mask0",
         "storage": "float16",
+        "hflip": True,
     },
     "digits": {
         "dataset": "digits",
