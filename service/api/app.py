@@ -12,7 +12,6 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import RedirectResponse
 
 from service.config import Settings, get_settings
 
@@ -21,7 +20,7 @@ from .errors import install_error_handlers
 from .limits import BodyLimitMiddleware
 from .metrics import ApiMetrics, MetricsMiddleware
 from .registry import Registry
-from .routes import complete, health, logprob, models, sample
+from .routes import complete, health, logprob, models, sample, web
 from .routes import metrics as metrics_route
 
 __all__ = ["create_app"]
@@ -87,9 +86,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(r, dependencies=guarded)
     app.include_router(health.router)
     app.include_router(metrics_route.router)
-
-    @app.get("/", include_in_schema=False)
-    async def root() -> RedirectResponse:
-        return RedirectResponse("/docs")
+    app.include_router(web.router)  # the demo page at / (and its examples, behind the API key)
 
     return app
