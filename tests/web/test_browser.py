@@ -1,0 +1,128 @@
+"""The demo page in headless Chromium (Debian's /usr/bin/chromium driven by Playwright) against a real
+``python -m service serve`` process with tiny models: load, draw samples, upload an image and see its
+completions and heat map render, pick a held-out example, show an error, take a screenshot."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from service.client import MadeClient
+from tests.client.server import H, W, build_repo, process_server
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TIMEOUT_MS = 60_000
+
+playwright = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is not installed (pip install -e .[dev])"
+)
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.is_file(), reason="no /usr/bin/chromium (.ci/system-deps.sh installs Debian's chromium)"
+)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = build_repo(tmp_path_factory.mktemp("browser-models"))
+    examples = root / "gray" / "examples"
+    examples.mkdir()
+    Image.fromarray(np.arange(H * W, dtype=np.uint8).reshape(H, W) * 12).save(examples / "ramp.png")
+    log = tmp_path_factory.mktemp("browser-log") / "server.log"
+    with process_server(root, log, MADE_DEFAULT_MODEL="tiny", MADE_MAX_SAMPLES_PER_REQUEST="16") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def page(server: str) -> Iterator:
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            pg = browser.new_page(viewport={"width": 1100, "height": 1000})
+            pg.set_default_timeout(TIMEOUT_MS)
+            errors: list[str] = []
+            pg.on("pageerror", lambda e: errors.append(str(e)))
+            pg.goto(server + "/")
+            yield pg
+            assert errors == [], errors  # no uncaught JavaScript errors anywhere in the module
+        finally:
+            browser.close()
+
+
+def loaded(page, img_id: str) -> None:
+    page.wait_for_selector(f"#{img_id}[data-loaded='1']", state="visible")
+
+
+def natural_size(page, img_id: str) -> tuple[int, int]:
+    return tuple(page.eval_on_selector(f"#{img_id}", "i => [i.naturalWidth, i.naturalHeight]"))
+
+
+def test_upload_shows_completions_and_heatmap(page, server: str, tmp_path: Path) -> None:
+    loaded(page, "samples-img")
+    assert page.input_value("#model") == "tiny"
+    assert "seed" in page.inner_text("#samples-caption")
+    page.wait_for_selector("#examples img")
+    assert "model sample" in page.inner_text("#examples-note")  # tiny ships no held-out images
+
+    x = (np.arange(H * W).reshape(H, W) % 3 == 0).astype(np.uint8)
+    upload = tmp_path / "digit.png"
+    Image.fromarray(x * 255).save(upload)
+    page.fill("#complete-seed", "7")
+    page.fill("#complete-n", "3")
+    page.set_input_files("#upload", str(upload))
+    loaded(page, "completions-img")
+    loaded(page, "heatmap-img")
+    loaded(page, "input-img")
+    page.wait_for_function("document.querySelector('#heatmap-caption').textContent.includes('bits/dim')")
+    assert page.inner_text("#completions-caption") == f"3 completions · top {H // 2} rows kept · seed 7"
+
+    with MadeClient(server) as c:
+        want = c.complete_png(upload, n=3, seed=7, resize=True)
+        lp = c.log_prob([upload]).log_prob[0]
+    assert natural_size(page, "completions-img") == Image.open(io.BytesIO(want.content)).size
+    assert natural_size(page, "heatmap-img") == (W, H)
+    assert f"log p(x) = {lp:.2f} nats" in page.inner_text("#heatmap-caption")
+    assert page.is_visible("#colorbar") and "nats" in page.inner_text("#colorbar-max")
+    assert page.is_hidden("#error")
+
+    shot = tmp_path / "page.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert Image.open(shot).size[0] >= 1000
+    keep = os.environ.get("MADE_SCREENSHOT_DIR")
+    if keep:  # CI keeps the screenshot as an artifact
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, Path(keep) / "demo-page.png")
+
+
+def test_held_out_example_and_errors(page) -> None:
+    page.select_option("#model", "gray")
+    page.wait_for_function("document.querySelector('#examples-note').textContent.includes('held-out')")
+    assert page.is_hidden("#threshold-box")  # gray-level model: no binarisation threshold
+    page.click("#examples button")
+    loaded(page, "completions-img")
+    loaded(page, "heatmap-img")
+    assert "seed" in page.inner_text("#completions-caption")
+
+    page.fill("#sample-n", "1000")  # over MADE_MAX_SAMPLES_PER_REQUEST: the problem detail is shown
+    page.click("#sample-btn")
+    page.wait_for_selector("#error", state="visible")
+    assert "at most 16" in page.inner_text("#error")
+    page.fill("#sample-n", "4")
+    page.click("#sample-btn")
+    page.wait_for_selector("#error", state="hidden")
