@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     max_images_per_request: int = Field(64, ge=1, description="Images per /log-prob upload.")
     max_inputs_per_request: int = Field(1024, ge=1, description="Inputs per /log-prob JSON request.")
     max_samples_per_request: int = Field(64, ge=1, description="Upper bound on n for /sample, /complete.")
+    max_json_depth: int = Field(
+        8, ge=4, description="Deepest nesting of a JSON body (inputs use 4: body, list, image, row)."
+    )
+    max_json_array: int = Field(65536, ge=16, description="Most items in any one JSON array or object.")
     binarize_threshold: int = Field(
         128, ge=0, le=255, description="Gray level at or above which an upload pixel is 1 (binary models)."
     )

@@ -19,6 +19,8 @@ from .deps import require_api_key
 from .errors import install_error_handlers
 from .limits import BodyLimitMiddleware
 from .metrics import ApiMetrics, MetricsMiddleware
+from .middleware import RequestContextMiddleware
+from .openapi import install_openapi_fixups
 from .registry import Registry
 from .routes import complete, health, logprob, models, sample, web
 from .routes import metrics as metrics_route
@@ -78,14 +80,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "X-Log-Prob",
                 "X-Bits-Per-Dim",
                 "X-Heatmap-Max-Nats",
+                "X-Request-ID",
+                "Retry-After",
             ],
         )
-    app.add_middleware(MetricsMiddleware, metrics=metrics)  # outermost: counts refused requests too
-    guarded = [Depends(require_api_key)]
-    for r in (logprob.router, sample.router, complete.router, models.router):
+    app.add_middleware(MetricsMiddleware, metrics=metrics)  # counts refused requests too
+    app.add_middleware(RequestContextMiddleware)  # outermost: request id, access log, last-resort 500
+    guarded = [Depends(require_api_key)]  # every route but the health probes (and the docs)
+    for r in (logprob.router, sample.router, complete.router, models.router, metrics_route.router):
         app.include_router(r, dependencies=guarded)
     app.include_router(health.router)
-    app.include_router(metrics_route.router)
     app.include_router(web.router)  # the demo page at / (and its examples, behind the API key)
+    install_openapi_fixups(app)  # errors documented as problem+json, 401 where the key is required
 
     return app

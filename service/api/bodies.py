@@ -11,12 +11,22 @@ from typing import TypeVar
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .errors import ClientClosedRequest, ProblemError, invalid
+from .limits import json_structure
 
-__all__ = ["JSON", "MULTIPART", "media_type", "read_json", "read_uploads", "run_cancellable"]
+__all__ = [
+    "JSON",
+    "MULTIPART",
+    "check_json_limits",
+    "media_type",
+    "read_json",
+    "read_uploads",
+    "run_cancellable",
+]
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -41,9 +51,34 @@ def media_type(request: Request, allowed: tuple[str, ...]) -> str:
     return kind
 
 
+_INLINE_SCAN_BYTES = 64 * 1024  # larger bodies are measured off the event loop
+
+
+def check_json_limits(body: bytes, max_depth: int, max_array: int) -> None:
+    """422 when the raw JSON nests deeper than ``max_depth`` or holds an array or object of more
+    than ``max_array`` items (``MADE_MAX_JSON_DEPTH``, ``MADE_MAX_JSON_ARRAY``)."""
+    depth, longest = json_structure(body)
+    if depth > max_depth:
+        raise invalid(
+            "body", f"JSON nested {depth} levels deep; the limit is {max_depth} (MADE_MAX_JSON_DEPTH)"
+        )
+    if longest > max_array:
+        raise invalid(
+            "body",
+            f"a JSON array or object holds {longest} items; the limit is {max_array} (MADE_MAX_JSON_ARRAY)",
+        )
+
+
 async def read_json(request: Request, schema: type[M]) -> M:
-    """Validate the JSON body against ``schema``; errors become the usual 422 (fields under ``body``)."""
+    """Validate the JSON body against ``schema``; errors become the usual 422 (fields under ``body``).
+    Its nesting and array sizes are checked on the raw bytes first, before anything is parsed."""
     body = await request.body()
+    settings = request.app.state.settings
+    limits = (body, settings.max_json_depth, settings.max_json_array)
+    if len(body) <= _INLINE_SCAN_BYTES:
+        check_json_limits(*limits)
+    else:
+        await run_in_threadpool(check_json_limits, *limits)
     try:
         return schema.model_validate_json(body)
     except ValidationError as e:

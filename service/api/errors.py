@@ -34,6 +34,7 @@ __all__ = [
 log = logging.getLogger("service.api")
 
 PROBLEM_JSON = "application/problem+json"
+REQUEST_ID_SCOPE_KEY = "made.request_id"  # set by middleware.RequestContextMiddleware
 _TAG = "tag:made-service,2026:problem/"  # RFC 4151 tag URIs name our own problem types
 
 
@@ -85,7 +86,8 @@ def problem_response(
     headers: dict[str, str] | None = None,
     **extensions: Any,
 ) -> JSONResponse:
-    """Build the problem+json response; ``type`` is a stable URI per status, ``instance`` the request path."""
+    """Build the problem+json response; ``type`` is a stable URI per status, ``instance`` the request path,
+    ``request_id`` the id to quote when reporting it (also in the ``X-Request-ID`` header)."""
     try:
         phrase = HTTPStatus(status).phrase
     except ValueError:
@@ -103,6 +105,10 @@ def problem_response(
     if errors:
         body["errors"] = list(errors)
     body.update(extensions)
+    rid = request.scope.get(REQUEST_ID_SCOPE_KEY)
+    if rid:
+        body["request_id"] = rid
+        headers = {**(headers or {}), "X-Request-ID": rid}
     return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
 
 
@@ -213,7 +219,8 @@ async def _client_closed(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    rid = request.scope.get(REQUEST_ID_SCOPE_KEY)
+    log.exception("unhandled error on %s %s", request.method, request.url.path, extra={"request_id": rid})
     return problem_response(request, 500, "internal error; the server log has the details")
 
 

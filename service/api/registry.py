@@ -24,7 +24,7 @@ from service.made import MADE, CheckpointError, load_model
 from .errors import ProblemError
 from .metrics import ApiMetrics
 
-__all__ = ["ModelEntry", "Registry", "engine_config", "pick_device"]
+__all__ = ["ModelEntry", "Registry", "engine_config", "pick_device", "public_reason"]
 
 log = logging.getLogger("service.api")
 
@@ -70,6 +70,20 @@ def _shape(card: dict[str, Any], d: int) -> tuple[int, int] | None:
             return int(shape[0]), int(shape[1])
         log.warning("card shape %s does not match data_dim %d; serving as flat vectors", shape, d)
     return None
+
+
+def public_reason(exc: BaseException, folder: Path) -> str:
+    """Why a model folder failed, with the server's paths cut down to ``<folder name>/<file>`` (the
+    reason is shown by ``/models`` and the readiness probe; the log keeps the full path).
+
+    >>> public_reason(ValueError("/srv/models/m1/model.safetensors: bad"), Path("/srv/models/m1"))
+    'm1/model.safetensors: bad'
+    """
+    text = str(exc)
+    for root in {str(folder.parent), str(folder.parent.resolve())}:
+        if root not in ("", "."):
+            text = text.replace(root.rstrip("/") + "/", "")
+    return text
 
 
 @dataclass
@@ -153,11 +167,13 @@ class Registry:
             for folder in self.folders():
                 try:
                     entry = await self._load(folder, device, config)
-                except (CheckpointError, ValueError, RuntimeError) as e:
+                except Exception as e:  # anything wrong with one folder: fail start-up, or skip it
+                    if not isinstance(e, CheckpointError | ValueError | RuntimeError):
+                        e = CheckpointError(f"{folder}: cannot be loaded ({type(e).__name__}: {e})")
                     if not self.settings.skip_bad_models:
                         raise RuntimeError(f"cannot serve model {folder.name!r}: {e}") from e
                     log.error("skipping model %s: %s", folder.name, e)
-                    self.failed[folder.name] = str(e)
+                    self.failed[folder.name] = public_reason(e, folder)
                     continue
                 self.entries[entry.name] = entry
                 self.metrics.models_ready.labels(entry.name).set(1)
@@ -178,22 +194,22 @@ class Registry:
         d = model.data_dim
         engine = Engine(model, config, name, self.metrics.engine(name))
         await engine.start()
-        entry = ModelEntry(
-            name=name,
-            folder=folder,
-            card=card,
-            model=model,
-            engine=engine,
-            device=device,
-            data_dim=d,
-            shape=_shape(card, d),
-            value_range=_value_range(card, model, name),
-            binary=model.dist.n_bins == 2,
-            ordering=model.ordering(0).cpu().numpy(),
-            shared_ordering=model.shares_ordering(),
-            num_masks=model.num_masks,
-        )
-        try:
+        try:  # a folder that fails past this point must not leave its engine running
+            entry = ModelEntry(
+                name=name,
+                folder=folder,
+                card=card,
+                model=model,
+                engine=engine,
+                device=device,
+                data_dim=d,
+                shape=_shape(card, d),
+                value_range=_value_range(card, model, name),
+                binary=model.dist.n_bins == 2,
+                ordering=model.ordering(0).cpu().numpy(),
+                shared_ordering=model.shares_ordering(),
+                num_masks=model.num_masks,
+            )
             await self._warm(entry)
         except BaseException:
             await engine.stop(0.0)

@@ -52,7 +52,10 @@ _INPUTS_DOC = (
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Request bodies: unknown fields are errors, and types are exact (``"n": true`` or ``"n": "2"`` is
+    a 422, not 1 or 2)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class LogProbRequest(_Strict):
@@ -185,11 +188,12 @@ class Problem(BaseModel):
 def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries for the listed error statuses."""
     text = {
+        400: "Malformed multipart body.",
         401: "Missing or wrong X-API-Key.",
         404: "Unknown model.",
         413: "Body larger than MADE_MAX_BODY_BYTES.",
         415: "Unsupported Content-Type or image format.",
-        422: "Invalid field: the body names it, the limit and what came.",
+        422: "Invalid field or JSON structure: the body names it, the limit and what came.",
         503: "Engine full or stopped (Retry-After says when to retry).",
         504: "The request missed its deadline.",
     }

@@ -40,7 +40,10 @@ _UPLOAD_SCHEMA = {
         "`known_rows` (422). An image of the wrong size is rejected unless `resize=true`."
     ),
     response_model=SampleResponse,
-    responses={200: {"content": {"image/png": {}}}, **problem_responses(401, 404, 413, 415, 422, 503, 504)},
+    responses={
+        200: {"content": {"image/png": {}}},
+        **problem_responses(400, 401, 404, 413, 415, 422, 503, 504),
+    },
     openapi_extra={
         "requestBody": {
             "required": True,

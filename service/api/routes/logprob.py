@@ -51,7 +51,10 @@ _BODY = {
         "surprise -log p(x_d | x_<d) (black = 0 nats, brightest = the value in header X-Heatmap-Max-Nats)."
     ),
     response_model=LogProbResponse,
-    responses={200: {"content": {"image/png": {}}}, **problem_responses(401, 404, 413, 415, 422, 503, 504)},
+    responses={
+        200: {"content": {"image/png": {}}},
+        **problem_responses(400, 401, 404, 413, 415, 422, 503, 504),
+    },
     openapi_extra=_BODY,
 )
 async def log_prob(

@@ -1,0 +1,110 @@
+"""Service logging: one JSON object per line (``MADE_LOG_JSON``) or plain text, every line tagged with
+the request id of the request it belongs to.
+
+The id lives in a context variable that the API's request middleware sets for the life of a request;
+a handler filter copies it onto each record, so lines from any module (uvicorn's too) carry it without
+passing it around. Lines outside a request (start-up, the engine loop) have ``request_id: null``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = [
+    "EXTRA_FIELDS",
+    "JsonFormatter",
+    "RequestIdFilter",
+    "current_request_id",
+    "log_config",
+    "request_context",
+]
+
+_request_id: ContextVar[str | None] = ContextVar("made_request_id", default=None)
+
+# Attributes passed with ``logger.info(..., extra={...})`` that the JSON formatter emits as fields.
+EXTRA_FIELDS = ("method", "path", "status", "duration_ms", "client", "model", "error")
+
+
+def current_request_id() -> str | None:
+    """The id of the request being served in this context, if any."""
+    return _request_id.get()
+
+
+@contextmanager
+def request_context(request_id: str | None) -> Iterator[None]:
+    """Tag every log line written inside the block with ``request_id``."""
+    token = _request_id.set(request_id)
+    try:
+        yield
+    finally:
+        _request_id.reset(token)
+
+
+class RequestIdFilter(logging.Filter):
+    """Sets ``record.request_id`` from the context (an explicit ``extra={"request_id": ...}`` wins)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "request_id", None) is None:
+            record.request_id = _request_id.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """``{"ts", "level", "logger", "message", "request_id", ...}``; access lines add method, path,
+    status, duration_ms; exceptions add ``exc`` (logs only: responses never carry tracebacks)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", None),
+        }
+        if record.name == "uvicorn.access" and isinstance(record.args, tuple) and len(record.args) == 5:
+            client, method, path, _, status = record.args
+            out.update(client=client, method=method, path=path, status=status)
+        for key in EXTRA_FIELDS:
+            value = getattr(record, key, None)
+            if value is not None:
+                out[key] = value
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str)
+
+
+def log_config(level: str = "info", as_json: bool = True) -> dict[str, Any]:
+    """A ``dictConfig`` (uvicorn's ``log_config``): uvicorn's loggers and ``service.*`` share one
+    handler that tags lines with the request id. uvicorn's own access line is dropped: the service
+    writes a richer one (``service.access``, with the duration and request id)."""
+    fmt: dict[str, Any] = (
+        {"()": JsonFormatter}
+        if as_json
+        else {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"}
+    )
+    lvl = level.upper()
+    handler = {
+        "class": "logging.StreamHandler",
+        "formatter": "default",
+        "filters": ["request_id"],
+        "stream": "ext://sys.stderr",
+    }
+    loggers: dict[str, Any] = {
+        name: {"handlers": ["default"], "level": lvl, "propagate": False}
+        for name in ("uvicorn", "uvicorn.error", "service")
+    }
+    loggers["uvicorn.access"] = {"handlers": [], "level": "WARNING", "propagate": False}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"request_id": {"()": RequestIdFilter}},
+        "formatters": {"default": fmt},
+        "handlers": {"default": handler},
+        "loggers": loggers,
+    }

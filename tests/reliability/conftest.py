@@ -1,0 +1,7 @@
+"""Reliability tests reuse the API tests' tiny model repository and helpers."""
+
+from __future__ import annotations
+
+from tests.api.conftest import anyio_backend, model_repo
+
+__all__ = ["anyio_backend", "model_repo"]
