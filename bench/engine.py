@@ -1,7 +1,8 @@
 """Engine benchmarks (figures, not tests): ``python -m bench.engine`` or ``make bench``.
 
 Every figure is printed with its ratio to a baseline measured in the same run, on the same machine:
-the reference sampler (one full forward pass per drawn dimension) and plain ``model.log_prob``. The
+the reference sampler (one full forward pass per drawn dimension) and plain ``model.log_prob``, each
+run with 1 and with the default number of torch threads, keeping the faster (the fairer baseline). The
 reference loop costs the same per step whatever the step, so by default it is timed over its last
 ``--ref-steps`` dimensions (a completion whose known prefix covers the rest) and scaled to the full
 loop; ``--full-reference`` runs it whole.
@@ -41,9 +42,31 @@ def random_model() -> MADE:
     return MADE(MADEConfig(data_dim=784, hidden=(500, 500), mask_seed=0)).eval()
 
 
-@torch.no_grad()
+def best_threads(fn: Callable[[], float], pick: Callable[[float, float], float]) -> float:
+    """Run a torch baseline with 1 and with the default number of intra-op threads, keep the better
+    figure (on a busy 2-core machine one thread is often faster), restore the setting."""
+    default = torch.get_num_threads()
+    results = []
+    for n in sorted({1, default}):
+        torch.set_num_threads(n)
+        results.append(fn())
+    torch.set_num_threads(default)
+    return pick(*results) if len(results) == 2 else results[0]
+
+
 def reference_seconds(model: MADE, n: int, steps: int, n_known: int, full: bool) -> float:
-    """Seconds the reference loop takes to draw positions ``n_known..D-1`` of ``n`` rows."""
+    """Seconds the reference loop takes to draw positions ``n_known..D-1`` of ``n`` rows (best of 1
+    and the default number of torch threads)."""
+    return best_threads(lambda: _reference_seconds(model, n, steps, n_known, full), min)
+
+
+def log_prob_rate(model: MADE, batch: int, reps: int = 3) -> float:
+    """Images per second of plain ``model.log_prob`` (all masks) at ``batch``, best thread setting."""
+    return best_threads(lambda: _log_prob_rate(model, batch, reps), max)
+
+
+@torch.no_grad()
+def _reference_seconds(model: MADE, n: int, steps: int, n_known: int, full: bool) -> float:
     d = model.data_dim
     todo = d - n_known
     timed = todo if full else min(steps, todo)
@@ -54,8 +77,7 @@ def reference_seconds(model: MADE, n: int, steps: int, n_known: int, full: bool)
 
 
 @torch.no_grad()
-def log_prob_rate(model: MADE, batch: int, reps: int = 3) -> float:
-    """Images per second of plain ``model.log_prob`` (all masks) at ``batch``."""
+def _log_prob_rate(model: MADE, batch: int, reps: int) -> float:
     x = torch.randint(0, model.dist.n_bins, (batch, model.data_dim)).to(model.output_layer.weight.dtype)
     model.log_prob(x)
     best = min(_timed(lambda: model.log_prob(x)) for _ in range(reps))

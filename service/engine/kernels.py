@@ -6,9 +6,10 @@ scheduler wants the thread back. One step draws position ``i`` from the final ou
 ``u[s, 1 + i]``, then finalises the hidden units of degree ``m = i + 1`` layer by layer
 (``acc[j] += W[j, c] h[c]`` over the new units ``c`` of the layer below, for every unit ``j`` of
 degree ``>= m``) and adds their contributions to the outputs of positions ``>= m``. Work per sample
-is about half a forward pass. Output accumulators of drawn positions are never touched again, so after
-the last step ``out`` holds every conditional's final parameters and ``log p_k(x)`` is computed from it
-afterwards, vectorised. Rows are independent; a chunk runs blocks of rows in parallel with ``prange``.
+is about half a forward pass. For the discretised logistic ``lp[s]`` accumulates the drawn bin's
+log-mass (from the known prefix's); Bernoulli rows are scored after their last step instead, since
+their outputs are then all final and numpy's vectorised ``exp``/``log`` beat a scalar ``log1p`` per
+step. Rows are independent; a chunk runs blocks of rows in parallel with ``prange``.
 
 Packed weights per mask ``k`` (units sorted by degree, inputs/outputs by position):
 ``wflat[k, wofs[l] + c*H_l + j]`` is the weight from unit ``c`` of layer ``l-1`` (layer ``-1`` = the
@@ -19,11 +20,28 @@ inputs) to unit ``j`` of layer ``l``; ``wout[k, c, i*P + p]``; ``direct[k, e, i*
 from __future__ import annotations
 
 import math
+import os
+import threading
 
+import numba
 import numpy as np
 from numba import njit, prange
 
-__all__ = ["ACTIVATIONS", "BERNOULLI", "LOGISTIC", "advance_parallel", "advance_serial"]
+# numba's OpenMP layer and torch's share libgomp: alternating the two from one thread rebuilds thread
+# teams and leaves spinning workers, which made torch ops ~100x slower on a 2-core machine. The
+# workqueue layer avoids that but must not be entered by two threads at once, hence PARALLEL_LOCK.
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "workqueue"
+PARALLEL_LOCK = threading.Lock()
+
+__all__ = [
+    "ACTIVATIONS",
+    "BERNOULLI",
+    "LOGISTIC",
+    "PARALLEL_LOCK",
+    "advance_parallel",
+    "advance_serial",
+]
 
 BERNOULLI, LOGISTIC = 0, 1
 ACTIVATIONS = {"elu": 0, "relu": 1, "tanh": 2, "gelu": 3}
@@ -40,10 +58,23 @@ def _act(x: float, kind: int) -> float:
     return 0.5 * x * (1.0 + math.erf(x * 0.7071067811865476))
 
 
+@njit(cache=True, inline="always")
+def _softplus(z: float) -> float:
+    return max(z, 0.0) + math.log1p(math.exp(-abs(z)))
+
+
+@njit(cache=True, inline="always")
+def _logsigmoid(z: float) -> float:
+    return -_softplus(-z)
+
+
 @njit(cache=True)
-def _logistic_draw(out: np.ndarray, base: int, nb: int, nc: int, u: float) -> float:
-    """Inverse CDF over the bins by bisection on the closed-form CDF
-    ``F(v) = sum_c pi_c sigmoid((x_v + half - mu_c) / s_c)``, in float64."""
+def _logistic_draw(
+    out: np.ndarray, base: int, nb: int, nc: int, u: float, tmp: np.ndarray
+) -> tuple[float, float]:
+    """Draw a bin by bisection on the closed-form CDF ``F(v) = sum_c pi_c sigmoid((x_v + half - mu_c) / s_c)``
+    and return it with its log-mass, computed like ``DiscretizedLogistic._log_mass``; float64
+    throughout (``tmp``: ``4 * nc`` scratch)."""
     half = 1.0 / (nb - 1)
     mx = -np.inf
     for c in range(nc):
@@ -52,20 +83,48 @@ def _logistic_draw(out: np.ndarray, base: int, nb: int, nc: int, u: float) -> fl
     for c in range(nc):
         z += math.exp(np.float64(out[base + c]) - mx)
     lz = mx + math.log(z)  # log-normaliser of the mixture logits
+    for c in range(nc):
+        tmp[3 * nc + c] = np.float64(out[base + c]) - lz  # log pi_c
+        tmp[c] = math.exp(tmp[3 * nc + c])  # pi_c
+        tmp[nc + c] = np.float64(out[base + nc + c])  # mu_c
+        tmp[2 * nc + c] = math.exp(-min(max(np.float64(out[base + 2 * nc + c]), -7.0), 7.0))  # 1 / s_c
     lo, hi = 0, nb - 1
     while lo < hi:
         mid = (lo + hi) // 2
         edge = mid * (2.0 * half) - 1.0 + half
         f = 0.0
         for c in range(nc):
-            ls = min(max(np.float64(out[base + 2 * nc + c]), -7.0), 7.0)
-            w = math.exp(np.float64(out[base + c]) - lz)
-            f += w / (1.0 + math.exp(-(edge - np.float64(out[base + nc + c])) * math.exp(-ls)))
+            f += tmp[c] / (1.0 + math.exp(-(edge - tmp[nc + c]) * tmp[2 * nc + c]))
         if f > u:
             hi = mid
         else:
             lo = mid + 1
-    return float(lo)
+    v = lo
+    xv = v * (2.0 * half) - 1.0
+    m = -np.inf
+    acc = 0.0
+    for c in range(nc):
+        upper = (xv + half - tmp[nc + c]) * tmp[2 * nc + c]
+        lower = (xv - half - tmp[nc + c]) * tmp[2 * nc + c]
+        if v == 0:
+            lpc = _logsigmoid(upper)
+        elif v == nb - 1:
+            lpc = _logsigmoid(-lower)
+        else:  # sigma(upper) - sigma(lower), reflected to the left tail as the reference does
+            flip = (upper + lower) > 0
+            top = -lower if flip else upper
+            bot = -upper if flip else lower
+            log_top = _logsigmoid(top)
+            gap = min(_logsigmoid(bot) - log_top, -1e-12)
+            l1m = math.log(-math.expm1(gap)) if gap > -math.log(2.0) else math.log1p(-math.exp(gap))
+            lpc = log_top + l1m
+        t = lpc + tmp[3 * nc + c]
+        if t > m:  # streaming logsumexp over components
+            acc = acc * math.exp(m - t) + 1.0
+            m = t
+        else:
+            acc += math.exp(t - m)
+    return float(v), m + math.log(acc)
 
 
 @njit(cache=True, fastmath={"contract"})
@@ -91,6 +150,8 @@ def _advance_block(
     acc: np.ndarray,
     h: np.ndarray,
     out: np.ndarray,
+    tmp: np.ndarray,
+    lp: np.ndarray,
 ) -> None:
     """Advance a block of rows that share a mask and a position by up to ``steps`` positions; each
     weight slice is loaded once and applied to every row of the block (their accumulators stay in
@@ -110,13 +171,14 @@ def _advance_block(
         base = i * p
         for r in range(nr):
             s = rows[r]
-            if dist_kind == 0:
+            if dist_kind == 0:  # log p is scored after the last step, vectorised (see the runner)
                 prob = one / (one + math.exp(-out[s, base]))
                 v = 1.0 if uf[s, 1 + i] < prob else 0.0
                 xs[s, i] = v
                 inp[s, i] = xs[s, i]
             else:
-                v = _logistic_draw(out[s], base, nb, nc, u[s, 1 + i])
+                v, lpi = _logistic_draw(out[s], base, nb, nc, u[s, 1 + i], tmp[s])
+                lp[s] += lpi
                 xs[s, i] = v
                 inp[s, i] = xs[s, i] * cst[1] - one
             pos[s] = i + 1

@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from service.made import MADE
 
@@ -45,7 +46,15 @@ log = logging.getLogger(__name__)
 
 _SEED_RANGE = 2**64
 _DEFAULT_CONFIG = EngineConfig()
+# new positions, compute seconds, slots that finished, their values (raster order) and log p_k
+_ChunkResult = tuple[np.ndarray, float, np.ndarray, np.ndarray, np.ndarray]
 _DEADLINE_SLACK_S = 0.5  # the awaiting coroutine's own guard, should the loop itself be stuck
+
+
+def _sampling_thread() -> None:
+    """The sampling worker's torch work is single-row prefill: intra-op threads only add waits (the
+    setting is per thread; the log-prob worker keeps torch's default)."""
+    torch.set_num_threads(1)
 
 
 @dataclass(eq=False)
@@ -111,7 +120,9 @@ class Engine:
         if self.running:
             return
         loop = asyncio.get_running_loop()
-        self._exec = ThreadPoolExecutor(1, thread_name_prefix=f"engine-{self.name}")
+        self._exec = ThreadPoolExecutor(
+            1, thread_name_prefix=f"engine-{self.name}", initializer=_sampling_thread
+        )
         self._lp_exec = ThreadPoolExecutor(1, thread_name_prefix=f"logprob-{self.name}")
         await loop.run_in_executor(self._exec, self._runner.warmup)
         self._wake = asyncio.Event()
@@ -338,52 +349,58 @@ class Engine:
         if len(slots) == 0:
             return
         steps = self._chunk_steps(len(slots))
-        before = sched.positions(slots)
+        ends = sched.ends(slots)
         self._runner.preempt[0] = 0  # a submission or cancellation from now on ends the chunk early
         loop = asyncio.get_running_loop()
-        # one hand-off to the worker per chunk: place the newly admitted rows, then advance everyone
-        failures, slots, result = await loop.run_in_executor(self._exec, self._work, admitted, slots, steps)
+        # one hand-off to the worker per chunk: place admitted rows, advance everyone, read finished rows
+        failures, slots, result = await loop.run_in_executor(
+            self._exec, self._work, admitted, slots, ends, steps
+        )
         for adm, exc in failures:
             self._runner.release(sched.fail([adm.request]))
             self._close(adm.request, EngineError(f"prefill failed: {exc}"), "error")
+        if len(slots) == 0:
+            return
         if isinstance(result, Exception):
             self._fail_slots(slots, EngineError(f"sampling step failed: {result}"))
             return
-        if len(slots) == 0:
-            return
-        pos, elapsed = result
-        steps = max(1, int((pos - before).max()))
+        pos, elapsed, done, x, lp = result
+        steps = max(1, int((pos - sched.positions(slots)).max()))
         self._record_chunk(elapsed, len(slots), steps)
         fin = sched.advance(slots, pos)
         if fin.rows:
+            at = {s: j for j, s in enumerate(done.tolist())}
             freed = [s for _, _, s in fin.rows]
-            x, lp = self._runner.read(freed)
-            for j, (req, r, _) in enumerate(fin.rows):
+            for req, r, s in fin.rows:
                 job: _Job = req.payload
-                job.x[r] = x[j]
-                job.lp[r] = lp[j]
+                job.x[r] = x[at[s]]
+                job.lp[r] = lp[at[s]]
             self._runner.release(freed)
             self._rows_sampled += len(freed)
         for req in fin.completed:
             self._finish(req)
 
     def _work(
-        self, admitted: list[Admission], slots: np.ndarray, steps: int
-    ) -> tuple[list[tuple[Admission, Exception]], np.ndarray, tuple[np.ndarray, float] | Exception]:
-        """Worker thread: place admitted rows, then advance ``slots`` (minus rows that failed to place)."""
+        self, admitted: list[Admission], slots: np.ndarray, ends: np.ndarray, steps: int
+    ) -> tuple[list[tuple[Admission, Exception]], np.ndarray, _ChunkResult | Exception]:
+        """Worker thread: place admitted rows, advance ``slots`` (minus rows that failed to place) and
+        read out the rows that reached their ``ends``."""
         failures = self._place(admitted) if admitted else []
         if failures:
-            bad = np.array([s for adm, _ in failures for s in adm.slots], dtype=np.int64)
-            slots = slots[~np.isin(slots, bad)]
+            keep = ~np.isin(slots, [s for adm, _ in failures for s in adm.slots])
+            slots, ends = slots[keep], ends[keep]
         if len(slots) == 0:
-            return failures, slots, (slots, 0.0)
+            return failures, slots, Exception("no rows")
         t0 = time.perf_counter()
         try:
             pos = self._runner.advance(slots, steps)
+            elapsed = time.perf_counter() - t0
+            done = slots[pos >= ends]
+            x, lp = self._runner.read(done.tolist())
         except Exception as e:
             log.exception("engine %s: sampling step failed", self.name)
             return failures, slots, e
-        return failures, slots, (pos, time.perf_counter() - t0)
+        return failures, slots, (pos, elapsed, done, x, lp)
 
     def _chunk_steps(self, rows: int) -> int:
         """``steps_per_chunk``, or more to fill ``chunk_budget_ms`` (capped by the nearest deadline)."""

@@ -61,10 +61,10 @@ def initial_state(model: MADE, plan: CachedPlan, xs: torch.Tensor, start: int) -
         accs.append(acc[0])
         hs.append(h[0])
         prev = h
-    out = plan.out_bias + torch.einsum("nh,dph->ndp", prev, plan.out_weight)
+    d, p = plan.out_bias.shape
+    out = plan.out_bias + (prev[0] @ plan.out_weight.reshape(d * p, -1).T).view(d, p)
     if plan.direct is not None:
-        out = out + torch.einsum("ne,dpe->ndp", inp[None], plan.direct)
-    out = out[0]
+        out = out + (plan.direct.reshape(d * p, d) @ inp).view(d, p)
     lp = float(model.dist.log_prob(out[:start], xs[:start]).to(torch.float64).sum()) if start else 0.0
     return RowInit(inp, xs, accs, hs, out, lp)
 

@@ -125,6 +125,10 @@ class Scheduler:
     def positions(self, slots: np.ndarray) -> np.ndarray:
         return self._pos[slots].copy()
 
+    def ends(self, slots: np.ndarray) -> np.ndarray:
+        """The position at which each slot's row is done."""
+        return self._end[slots].copy()
+
     # --- submission and admission ----------------------------------------------------------------
     def submit(self, req: Request, retry_after_s: float = 1.0) -> None:
         """Queue ``req``; raise :class:`EngineFull` if its rows would overflow the waiting queue (rows
