@@ -182,7 +182,7 @@ async function loadExamples(m) {
 function choose(blob, name) {
   state.chosen = { blob, name };
   $("run-btn").disabled = false;
-  showImage("input-img", blob, 200);
+  showImage("input-img", blob, 256);
   runImage();
 }
 
