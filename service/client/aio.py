@@ -28,8 +28,10 @@ class AsyncMadeClient:
     """Async client: one ``httpx.AsyncClient`` shared by concurrent calls; 503 retried as
     ``Retry-After`` says (bounded), other errors raise :class:`ApiError`.
 
-    >>> async with AsyncMadeClient("http://127.0.0.1:8000") as c:  # doctest: +SKIP
-    ...     s = await c.sample(4, seed=1)
+    Example (against a running server, inside a coroutine)::
+
+        async with AsyncMadeClient("http://127.0.0.1:8000") as c:
+            s = await c.sample(4, seed=1)
     """
 
     def __init__(

@@ -23,7 +23,7 @@ def tile(
     ``columns`` wide (about square by default).
 
     >>> tile(np.ones((4, 2, 3)), (0, 1)).size
-    (14, 10)
+    (12, 10)
     """
     arr = np.asarray(images, dtype=np.float64)
     if arr.ndim == 2:

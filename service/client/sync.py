@@ -37,8 +37,10 @@ class MadeClient:
     """Blocking client. A 503 is retried after the ``Retry-After`` it carries (at most ``max_retries``
     times, each wait capped at ``max_retry_wait_s``); other errors raise :class:`ApiError` at once.
 
-    >>> with MadeClient("http://127.0.0.1:8000") as c:  # doctest: +SKIP
-    ...     grid = c.sample_png(16, model="mnist", seed=1).save("grid.png")
+    Example (against a running server)::
+
+        with MadeClient("http://127.0.0.1:8000") as c:
+            c.sample_png(16, model="mnist", seed=1).save("grid.png")
     """
 
     def __init__(
