@@ -9,12 +9,13 @@ from .aio import AsyncMadeClient
 from .calls import FileLike, ImageLike
 from .errors import ApiError, MadeClientError
 from .sync import DEFAULT_URL, MadeClient
-from .types import Heatmap, LogProb, ModelInfo, ModelList, Png, Readiness, Samples
+from .types import Examples, Heatmap, LogProb, ModelInfo, ModelList, Png, Readiness, Samples
 
 __all__ = [
     "DEFAULT_URL",
     "ApiError",
     "AsyncMadeClient",
+    "Examples",
     "FileLike",
     "Heatmap",
     "ImageLike",

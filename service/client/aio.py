@@ -16,7 +16,7 @@ from . import calls
 from .calls import Call, FileLike, ImageLike
 from .errors import MadeClientError
 from .sync import DEFAULT_URL, client_headers
-from .types import Heatmap, LogProb, ModelInfo, ModelList, Png, Readiness, Samples
+from .types import Examples, Heatmap, LogProb, ModelInfo, ModelList, Png, Readiness, Samples
 
 __all__ = ["AsyncMadeClient"]
 
@@ -113,6 +113,14 @@ class AsyncMadeClient:
 
     async def model(self, name: str) -> ModelInfo:
         return await self._run(calls.model(name))
+
+    async def examples(self, name: str) -> Examples:
+        """Example images offered for a model (held-out files, or labelled samples of the model)."""
+        return await self._run(calls.examples(name))
+
+    async def example(self, name: str, index: int) -> bytes:
+        """One example image's PNG bytes (pass them to :meth:`complete` or :meth:`heatmap`)."""
+        return await self._run(calls.example(name, index))
 
     async def metrics(self) -> str:
         return await self._run(calls.metrics())

@@ -19,7 +19,7 @@ import httpx
 import numpy as np
 
 from .errors import ApiError
-from .types import Heatmap, LogProb, ModelInfo, ModelList, Png, Readiness, Samples
+from .types import Examples, Heatmap, LogProb, ModelInfo, ModelList, Png, Readiness, Samples
 
 __all__ = [
     "Call",
@@ -27,6 +27,8 @@ __all__ = [
     "ImageLike",
     "complete",
     "complete_png",
+    "example",
+    "examples",
     "finish",
     "heatmap",
     "is_file",
@@ -192,6 +194,14 @@ def models() -> Call[ModelList]:
 
 def model(name: str) -> Call[ModelInfo]:
     return Call("GET", f"/models/{name}", lambda r: ModelInfo.model_validate_json(r.content))
+
+
+def examples(name: str) -> Call[Examples]:
+    return Call("GET", f"/models/{name}/examples", lambda r: Examples.model_validate_json(r.content))
+
+
+def example(name: str, index: int) -> Call[bytes]:
+    return Call("GET", f"/models/{name}/examples/{index}", lambda r: r.content)
 
 
 def metrics() -> Call[str]:

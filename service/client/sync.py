@@ -14,7 +14,7 @@ import numpy as np
 from . import calls
 from .calls import Call, FileLike, ImageLike
 from .errors import MadeClientError
-from .types import Heatmap, LogProb, ModelInfo, ModelList, Png, Readiness, Samples
+from .types import Examples, Heatmap, LogProb, ModelInfo, ModelList, Png, Readiness, Samples
 
 __all__ = ["DEFAULT_URL", "MadeClient", "client_headers"]
 
@@ -124,6 +124,14 @@ class MadeClient:
 
     def model(self, name: str) -> ModelInfo:
         return self._run(calls.model(name))
+
+    def examples(self, name: str) -> Examples:
+        """Example images offered for a model (held-out files, or labelled samples of the model)."""
+        return self._run(calls.examples(name))
+
+    def example(self, name: str, index: int) -> bytes:
+        """One example image's PNG bytes (pass them to :meth:`complete` or :meth:`heatmap`)."""
+        return self._run(calls.example(name, index))
 
     def metrics(self) -> str:
         """Prometheus text exposition of ``GET /metrics``."""

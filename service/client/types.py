@@ -14,6 +14,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "Examples",
     "Heatmap",
     "LogProb",
     "ModelInfo",
@@ -60,6 +61,15 @@ class ModelList(_Body):
     @property
     def names(self) -> list[str]:
         return [m.name for m in self.models]
+
+
+class Examples(_Body):
+    """``GET /models/{name}/examples``: images to try the model on. ``source`` is ``held-out`` (files the
+    model ships) or ``model sample`` (drawn from the model itself: not data)."""
+
+    model: str
+    source: str
+    examples: list[dict[str, str]] = Field(description="``{name, url}`` per image, in order.")
 
 
 class Readiness(_Body):

@@ -31,6 +31,8 @@ def test_async_matches_sync(server_url: str) -> None:
                 await c.sample(1, model="nope")
             assert e.value.status == 404
             assert "made_" in await c.metrics()
+            listing = await c.examples("gray")
+            assert (await c.example("gray", 1))[:4] == b"\x89PNG" and listing.source == "model sample"
             return names, card, samples, png, done, done_png, lp, heat
 
     names, card, samples, png, done, done_png, lp, heat = asyncio.run(go())

@@ -40,6 +40,15 @@ def test_health_and_models(client: MadeClient) -> None:
     assert "made_http_requests_total" in client.metrics()
 
 
+def test_examples_feed_completion(client: MadeClient) -> None:
+    listing = client.examples("tiny")
+    assert listing.model == "tiny" and listing.source == "model sample" and len(listing.examples) == 4
+    png = client.example("tiny", 0)
+    x = np.asarray(Image.open(io.BytesIO(png))) // 255
+    assert x.shape == (H, W)
+    assert client.complete(png, n=2, seed=1).images == client.complete(x, n=2, seed=1).images
+
+
 def test_sample_is_reproducible_and_scored(client: MadeClient) -> None:
     a = client.sample(3, seed=11)
     b = client.sample(3, seed=11)
