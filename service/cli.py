@@ -298,6 +298,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (MadeClientError, OSError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
