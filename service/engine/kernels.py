@@ -195,9 +195,10 @@ def _advance_block(
         for r in range(nr):
             s = rows[r]
             a = inp[s, i]
-            dst = acc[s, off + lo : off + h0]
-            for j in range(h0 - lo):
-                dst[j] += a * src[j]
+            if a != 0:  # adding 0 * w changes nothing: binary data skips most of this layer
+                dst = acc[s, off + lo : off + h0]
+                for j in range(h0 - lo):
+                    dst[j] += a * src[j]
             for j in range(off + lo, off + hi):
                 h[s, j] = _act(acc[s, j], act)
         plo, phi, poff = lo, hi, off
@@ -212,9 +213,10 @@ def _advance_block(
                 for r in range(nr):
                     s = rows[r]
                     hc = h[s, poff + c]
-                    dst = acc[s, off + lo : off + hl]
-                    for j in range(hl - lo):
-                        dst[j] += hc * src[j]
+                    if hc != 0:
+                        dst = acc[s, off + lo : off + hl]
+                        for j in range(hl - lo):
+                            dst[j] += hc * src[j]
             for r in range(nr):
                 s = rows[r]
                 for j in range(off + lo, off + hi):
@@ -226,17 +228,19 @@ def _advance_block(
             for r in range(nr):
                 s = rows[r]
                 hc = h[s, poff + c]
-                dst = out[s, start:width]
-                for q in range(width - start):
-                    dst[q] += hc * src[q]
+                if hc != 0:
+                    dst = out[s, start:width]
+                    for q in range(width - start):
+                        dst[q] += hc * src[q]
         if has_direct:
             src = direct[k, i, start:width]
             for r in range(nr):
                 s = rows[r]
                 a = inp[s, i]
-                dst = out[s, start:width]
-                for q in range(width - start):
-                    dst[q] += a * src[q]
+                if a != 0:
+                    dst = out[s, start:width]
+                    for q in range(width - start):
+                        dst[q] += a * src[q]
         if preempt[0] != 0:
             return
 
