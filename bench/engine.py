@@ -30,6 +30,7 @@ from service.engine import Engine, EngineConfig
 from service.made import MADE, MADEConfig, load_model, sample_reference
 
 ROWS: list[tuple[str, str, str, str]] = []  # (model, figure, value, baseline / ratio)
+LOAD = os.getloadavg()
 
 
 def report(model: str, figure: str, value: str, versus: str) -> None:
@@ -60,7 +61,7 @@ def reference_seconds(model: MADE, n: int, steps: int, n_known: int, full: bool)
     return best_threads(lambda: _reference_seconds(model, n, steps, n_known, full), min)
 
 
-def log_prob_rate(model: MADE, batch: int, reps: int = 3) -> float:
+def log_prob_rate(model: MADE, batch: int, reps: int = 2) -> float:
     """Images per second of plain ``model.log_prob`` (all masks) at ``batch``, best thread setting."""
     return best_threads(lambda: _log_prob_rate(model, batch, reps), max)
 
@@ -105,10 +106,15 @@ async def bench_binary(name: str, model: MADE, args: argparse.Namespace) -> None
     engine = Engine(model, EngineConfig(), name)
     await engine.start()
     try:
-        # 1. throughput, one request of 256 unconditional samples
+        # 1. throughput, one request of 256 unconditional samples; measured alternately with plain
+        # log-prob at the same batch so both see the same machine load (medians of --reps pairs)
         await engine.sample(256, 0)
-        t = min([await _atimed(engine.sample(256, s)) for s in range(1, 1 + args.reps)])
-        rate = 256 / t
+        pairs = [
+            (await _atimed(engine.sample(256, s)), 256 / log_prob_rate(model, 256, 1))
+            for s in range(args.reps)
+        ]
+        t, t_lp = statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
+        rate, lp_rate = 256 / t, 256 / t_lp
         ref = reference_seconds(model, 256, args.ref_steps, 0, args.full_reference)
         report(
             name,
@@ -116,12 +122,11 @@ async def bench_binary(name: str, model: MADE, args: argparse.Namespace) -> None
             f"{rate:,.0f} samples/s",
             f"{rate * ref / 256:,.0f}x reference loop ({256 / ref:,.1f} samples/s)",
         )
-        lp_rate = log_prob_rate(model, 256)
         report(
             name,
             "  same, vs log-prob throughput at batch 256",
             f"{rate / lp_rate:.0%}",
-            f"log-prob {lp_rate:,.0f} images/s",
+            f"plain model.log_prob {lp_rate:,.0f} images/s",
         )
         # 2. one request for one sample, alone
         lat = [await _atimed(engine.sample(1, s)) for s in range(args.single)]
@@ -220,6 +225,8 @@ def write_markdown(path: Path, argv: str) -> None:
         f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"torch {torch.__version__} ({torch.get_num_threads()} threads), numba backend",
         f"- command: `{argv}`",
+        f"- load average (1 min) at start / end: {LOAD[0]:.2f} / {os.getloadavg()[0]:.2f} "
+        "(other jobs share the machine; figures move with it)",
         "",
         "| model | figure | value | baseline (same run) |",
         "| --- | --- | --- | --- |",

@@ -249,3 +249,29 @@ def test_a_long_chunk_is_preempted_by_a_new_arrival():
     second = asyncio.run(body())
     assert any(rows == 257 for _, rows in rec.steps), rec.steps
     np.testing.assert_array_equal(second.x, reference(model, 1, 1))
+
+
+def test_float32_model_serves_valid_samples_with_their_log_prob():
+    """Serving dtype: draws are data values and their log p agrees with the model's own (float32)."""
+    model = make_model(distribution=BERN, hidden=(24,), num_masks=2).float()
+
+    async def body(engine):
+        return await engine.sample(32, 0), engine.backend
+
+    out, backend = run_engine(model, body)
+    assert backend == "numba" and set(np.unique(out.x)) <= {0.0, 1.0}
+    with torch.no_grad():
+        expect = model.log_prob(torch.as_tensor(out.x)).double().numpy()
+    np.testing.assert_allclose(out.log_prob, expect, rtol=1e-5, atol=1e-4)
+    assert 0.2 < out.x.mean() < 0.8
+
+
+def test_config_is_checked():
+    for bad in [
+        dict(max_active_rows=0),
+        dict(max_queued_rows=-1),
+        dict(backend="gpu"),
+        dict(request_timeout_s=0),
+    ]:
+        with pytest.raises(ValueError):
+            EngineConfig(**bad)
