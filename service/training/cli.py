@@ -54,6 +54,7 @@ _TRAIN_KEYS = [
     "grad_clip",
     "hflip",
     "dropout",
+    "plateau_patience",
 ]
 
 
@@ -89,6 +90,7 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--lr-schedule", choices=["constant", "cosine", "plateau"])
     p.add_argument("--min-lr", type=float)
+    p.add_argument("--plateau-patience", type=int, help="epochs without improvement before the LR halves")
     p.add_argument("--patience", type=int, help="epochs without validation improvement before stopping")
     p.add_argument("--select", choices=["mask0", "ensemble"], help="validation NLL used for early stopping")
     p.add_argument("--seed", type=int)
@@ -139,6 +141,7 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
     settings.setdefault("grad_clip", None)
     settings.setdefault("hflip", False)
     settings.setdefault("dropout", 0.0)
+    settings.setdefault("plateau_patience", 3)
     for key in _TRAIN_KEYS:
         value = getattr(args, key, None)
         if value is not None:
@@ -194,6 +197,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         grad_clip=settings["grad_clip"],
         hflip=bool(settings["hflip"]),
         dropout=float(settings["dropout"]),
+        plateau_patience=int(settings["plateau_patience"]),
         image_shape=data.shape,
     )
     print(
