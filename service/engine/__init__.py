@@ -6,7 +6,7 @@ they finish. See :mod:`.scheduler` (model-free bookkeeping), :mod:`.runner_numba
 (per-row model state) and :mod:`.loop` (the asyncio engine).
 """
 
-from .loop import Engine
+from .engine import Engine
 from .types import (
     EngineConfig,
     EngineError,

@@ -1,0 +1,243 @@
+"""The engine's public face: lifecycle, request validation and submission, stats.
+
+``sample`` / ``complete`` turn a request into scheduler rows and await the sampling loop's result
+(:mod:`.loop`); ``log_prob`` goes to the micro-batcher (:mod:`.logprob`). Cancelling the awaiting
+coroutine (the client went away) cancels the request: its rows leave at the next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from service.made import MADE
+
+from .logprob import LogProbBatcher, validate_data
+from .loop import Job, SamplingLoop, sampling_thread
+from .runner_numba import NumbaRunner
+from .runner_torch import TorchRunner
+from .scheduler import Request, Scheduler
+from .types import (
+    EngineConfig,
+    EngineError,
+    EngineMetrics,
+    EngineStats,
+    EngineStopped,
+    EngineTimeout,
+    LogProbOutput,
+    NullMetrics,
+    SampleOutput,
+)
+
+__all__ = ["Engine"]
+
+_SEED_RANGE = 2**64
+_DEFAULT_CONFIG = EngineConfig()
+_DEADLINE_SLACK_S = 0.5  # the awaiting coroutine's own guard, should the loop itself be stuck
+
+
+class Engine:
+    """Batches the sequential sampling loop of one model across concurrent requests."""
+
+    def __init__(
+        self,
+        model: MADE,
+        config: EngineConfig = _DEFAULT_CONFIG,
+        name: str = "model",
+        metrics: EngineMetrics | None = None,
+    ) -> None:
+        self.model = model.eval()
+        self.config = config
+        self.name = name
+        self.metrics: EngineMetrics = metrics or NullMetrics()
+        backend = config.backend
+        if backend == "auto":
+            backend = "numba" if model.output_layer.weight.device.type == "cpu" else "torch"
+        self.backend = backend
+        self._runner: NumbaRunner | TorchRunner = (
+            NumbaRunner(model) if backend == "numba" else TorchRunner(model)
+        )
+        self._sched = Scheduler(config.max_active_rows, config.max_queued_rows)
+        self._loop = SamplingLoop(model, self._runner, self._sched, config, self.metrics, name)
+        self._exec: ThreadPoolExecutor | None = None
+        self._lp_exec: ThreadPoolExecutor | None = None
+        self._batcher: LogProbBatcher | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._lp_task: asyncio.Task[None] | None = None
+        self._accepting = False
+
+    # --- lifecycle ---------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._accepting and self._task is not None and not self._task.done()
+
+    async def start(self) -> None:
+        """Start the loop tasks on the running event loop after warming up (numba compilation)."""
+        if self.running:
+            return
+        self._exec = ThreadPoolExecutor(
+            1, thread_name_prefix=f"engine-{self.name}", initializer=sampling_thread
+        )
+        self._lp_exec = ThreadPoolExecutor(1, thread_name_prefix=f"logprob-{self.name}")
+        await asyncio.get_running_loop().run_in_executor(self._exec, self._runner.warmup)
+        cfg = self.config
+        self._batcher = LogProbBatcher(
+            self.model,
+            self._lp_exec,
+            cfg.logprob_max_batch,
+            cfg.logprob_max_wait_ms / 1000.0,
+            cfg.max_queued_rows,
+            self.metrics,
+        )
+        self._loop.executor, self._loop.batcher = self._exec, self._batcher
+        self._accepting = True
+        self._task = asyncio.create_task(self._loop.run(), name=f"engine-{self.name}")
+        self._lp_task = asyncio.create_task(self._batcher.run(), name=f"logprob-{self.name}")
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        """Stop admitting (new calls raise :class:`EngineStopped`), let in-flight work finish within
+        ``grace_s``, then fail what is left."""
+        if self._task is None:
+            return
+        self._accepting = False
+        end = time.monotonic() + grace_s
+        while time.monotonic() < end and not self._drained():
+            await asyncio.sleep(0.002)
+        stopped = EngineStopped(f"engine {self.name!r} stopped")
+        pending = self._sched.pending()
+        for req in pending:
+            self._loop.close(req, stopped, "stopped")
+        self._runner.release(self._sched.fail(pending))
+        if self._batcher is not None:
+            self._batcher.fail_all(stopped)
+        tasks = [t for t in (self._task, self._lp_task, *self._loop.counters.side_tasks) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._task = self._lp_task = None
+        for ex in (self._exec, self._lp_exec):
+            if ex is not None:
+                ex.shutdown(wait=False, cancel_futures=True)
+        self._exec = self._lp_exec = None
+
+    def _drained(self) -> bool:
+        busy_lp = self._batcher is not None and self._batcher.queued_rows > 0
+        return self._loop.drained and not busy_lp
+
+    def stats(self) -> EngineStats:
+        c = self._loop.counters
+        return EngineStats(
+            name=self.name,
+            backend=self.backend,
+            running=self.running,
+            queued_rows=self._sched.queued_rows,
+            active_rows=self._sched.active_rows,
+            active_requests=self._sched.active_requests,
+            logprob_queued_rows=self._batcher.queued_rows if self._batcher else 0,
+            steps_run=c.steps_run,
+            chunks_run=c.chunks_run,
+            rows_sampled=c.rows_sampled,
+            requests_ok=c.ok,
+            requests_failed=c.failed,
+        )
+
+    # --- public requests ---------------------------------------------------------------------------
+    async def sample(self, n: int, seed: int, timeout_s: float | None = None) -> SampleOutput:
+        """``n`` unconditional samples drawn with the request's own seed."""
+        return await self._sampling("sample", n, seed, None, 0, timeout_s)
+
+    async def complete(
+        self, known: np.ndarray, n_known: int, n: int, seed: int, timeout_s: float | None = None
+    ) -> SampleOutput:
+        """``n`` completions keeping the first ``n_known`` positions of the ordering from ``known``
+        (``(D,)``, raster order); the mask is drawn from its posterior given that prefix."""
+        d = self.model.data_dim
+        if not 0 <= n_known <= d:
+            raise ValueError(f"n_known must be in 0..{d}, got {n_known}")
+        arr = validate_data(self.model, np.asarray(known), "known")
+        if arr.ndim != 1:
+            raise ValueError(f"known must be one vector of {d} values")
+        if n_known > 0 and not self.model.shares_ordering():
+            raise ValueError("completion needs a model whose masks share one ordering")
+        if n_known == d:  # nothing to draw
+            self._check_n_seed(n, seed)
+            out = await self.log_prob(arr[None], timeout_s=timeout_s)
+            x = np.repeat(arr[None].astype(np.float32), n, axis=0)
+            return SampleOutput(x, np.repeat(out.log_prob, n), seed)
+        return await self._sampling("complete", n, seed, arr, n_known, timeout_s)
+
+    async def log_prob(
+        self, x: np.ndarray, per_dim: bool = False, timeout_s: float | None = None
+    ) -> LogProbOutput:
+        """Mixture log-likelihood of each row of ``x`` ``(B, D)``, micro-batched with other requests."""
+        self._check_accepting()
+        arr = validate_data(self.model, np.asarray(x), "x")
+        if arr.ndim != 2 or arr.shape[0] < 1:
+            raise ValueError(f"x must have shape (B, {self.model.data_dim}) with B >= 1")
+        if per_dim and self.model.num_masks > 1 and not self.model.shares_ordering():
+            raise ValueError("per-dimension conditionals of a mixture need masks that share one ordering")
+        assert self._batcher is not None
+        timeout = timeout_s if timeout_s is not None else self.config.request_timeout_s
+        t0 = time.monotonic()
+        try:
+            fut = self._batcher.submit(arr, per_dim)
+        except EngineError:
+            self.metrics.request_done("log_prob", 0.0, 0.0, "rejected")
+            raise
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            self.metrics.request_done("log_prob", time.monotonic() - t0, time.monotonic() - t0, "timeout")
+            raise EngineTimeout(f"log-prob request exceeded its {timeout:g} s deadline") from None
+
+    # --- sampling requests -------------------------------------------------------------------------
+    def _check_accepting(self) -> None:
+        if not self.running:
+            raise EngineStopped(f"engine {self.name!r} is not running")
+
+    @staticmethod
+    def _check_n_seed(n: int, seed: int) -> None:
+        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= seed < _SEED_RANGE:
+            raise ValueError(f"seed must be an integer in 0..2**64-1, got {seed!r}")
+
+    async def _sampling(
+        self, kind: str, n: int, seed: int, known: np.ndarray | None, n_known: int, timeout_s: float | None
+    ) -> SampleOutput:
+        self._check_accepting()
+        self._check_n_seed(n, seed)
+        n, seed = int(n), int(seed)
+        d = self.model.data_dim
+        timeout = timeout_s if timeout_s is not None else self.config.request_timeout_s
+        if timeout <= 0:
+            raise ValueError("timeout_s must be > 0")
+        fut: asyncio.Future[SampleOutput] = asyncio.get_running_loop().create_future()
+        job = Job(seed, known, n_known, fut, np.zeros((n, d), np.float32), np.zeros(n, np.float64))
+        now = time.monotonic()
+        req = Request(kind, n, n_known, d, now + timeout, now, job)
+        try:
+            self._sched.submit(req, self._loop.retry_after())
+        except EngineError:
+            self.metrics.request_done(kind, 0.0, 0.0, "rejected")
+            raise
+        self._loop.wake()
+        try:
+            return await asyncio.wait_for(fut, timeout + _DEADLINE_SLACK_S)
+        except TimeoutError:
+            if not req.closed:
+                self._sched.cancel(req)
+                self._loop.wake()
+            self._loop.close(req, None, "timeout")
+            raise EngineTimeout(f"request exceeded its {timeout:g} s deadline") from None
+        except asyncio.CancelledError:
+            if not req.closed:
+                self._sched.cancel(req)
+                self._loop.wake()
+            raise
