@@ -3,7 +3,8 @@
 Iteration-level scheduling (vLLM style): every active row, whatever its request, advances one
 dimension per step with the cached sampler; requests join between chunks and rows leave as soon as
 they finish. See :mod:`.scheduler` (model-free bookkeeping), :mod:`.runner_numba` / :mod:`.runner_torch`
-(per-row model state) and :mod:`.loop` (the asyncio engine).
+(per-row model state, :mod:`.kernels` for the compiled step), :mod:`.loop` (the asyncio sampling loop),
+:mod:`.logprob` (micro-batched likelihoods) and :mod:`.engine` (the public class).
 """
 
 from .engine import Engine

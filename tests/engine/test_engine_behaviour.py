@@ -275,3 +275,22 @@ def test_config_is_checked():
     ]:
         with pytest.raises(ValueError):
             EngineConfig(**bad)
+
+
+def test_admission_window_gathers_arrivals_into_the_first_step():
+    model = make_model(data_dim=32)
+    rec = Recorder()
+
+    async def body():
+        engine = Engine(model, EngineConfig(admission_window_ms=50.0), metrics=rec)
+        await engine.start()
+        first = asyncio.create_task(engine.sample(2, 0))
+        await asyncio.sleep(0.01)  # arrives inside the window opened by the first request
+        second = asyncio.create_task(engine.sample(3, 1))
+        outs = await asyncio.gather(first, second)
+        await engine.stop(1.0)
+        return outs
+
+    outs = asyncio.run(body())
+    assert rec.steps[0][1] == 5  # both requests' rows in the very first step
+    np.testing.assert_array_equal(outs[1].x, reference(model, 3, 1))
