@@ -121,9 +121,10 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._task = self._lp_task = None
+        self._runner.preempt[0] = 1  # end a chunk still running in the worker after its current step
         for ex in (self._exec, self._lp_exec):
-            if ex is not None:
-                ex.shutdown(wait=False, cancel_futures=True)
+            if ex is not None:  # wait for the worker, so a restart never shares the runner with it
+                await asyncio.to_thread(ex.shutdown, wait=True, cancel_futures=True)
         self._exec = self._lp_exec = None
 
     def _drained(self) -> bool:

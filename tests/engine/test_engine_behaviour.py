@@ -171,10 +171,14 @@ def test_stop_finishes_in_flight_work_then_refuses():
         assert not engine.running
         with pytest.raises(EngineStopped):
             await engine.sample(1, 0)
-        return await task
+        await engine.start()  # and it can be started again
+        again = await engine.sample(1, 0)
+        await engine.stop()
+        return await task, again
 
-    out = asyncio.run(body())
+    out, again = asyncio.run(body())
     np.testing.assert_array_equal(out.x, reference(model, 2, 4))
+    np.testing.assert_array_equal(again.x, reference(model, 1, 0))
 
 
 def test_stop_past_its_grace_fails_what_is_left():
