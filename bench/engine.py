@@ -217,12 +217,35 @@ async def bench_faces(model: MADE, args: argparse.Namespace) -> None:
         await engine.stop(1.0)
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+NOTES = """
+Notes
+- Reference loop: `service.made.sample_reference`, one full forward pass of the batch per drawn dimension,
+  timed over its last `--ref-steps` dimensions (each costs the same) and scaled to the whole loop.
+- Baselines (reference loop, plain `model.log_prob`) run with 1 and with the default number of torch
+  threads; the faster counts. Throughput and its log-prob baseline are measured alternately (medians).
+- "one sample alone": sequential requests, each awaited before the next, through `Engine.sample`.
+- "64 concurrent callers": `asyncio.gather` of 64 `sample(1)` calls vs one `sample(64)`, medians of rounds.
+- Engine defaults (`EngineConfig()`): numba backend, float32 model, blocks of 16 rows, 20 ms chunks
+  (preempted by arrivals).
+"""
+
+
 def write_markdown(path: Path, argv: str) -> None:
     lines = [
         "# Engine benchmark results",
         "",
         f"- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
-        f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"- machine: {cpu_name()}, {os.cpu_count()} CPUs, "
         f"torch {torch.__version__} ({torch.get_num_threads()} threads), numba backend",
         f"- command: `{argv}`",
         f"- load average (1 min) at start / end: {LOAD[0]:.2f} / {os.getloadavg()[0]:.2f} "
@@ -231,7 +254,7 @@ def write_markdown(path: Path, argv: str) -> None:
         "| model | figure | value | baseline (same run) |",
         "| --- | --- | --- | --- |",
         *(f"| {m} | {f.strip()} | {v} | {b} |" for m, f, v, b in ROWS),
-        "",
+        NOTES,
     ]
     path.write_text("\n".join(lines))
 

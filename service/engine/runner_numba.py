@@ -7,6 +7,7 @@ slot the scheduler hands out, so an idle engine for a large model holds little m
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import torch
 
@@ -180,7 +181,8 @@ class NumbaRunner:
 
     def blocks(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Order ``slots`` by (mask, position) and cut runs of equal keys into blocks of at most
-        ``block_rows``; returns the ordered slots and the block boundaries."""
+        ``block_rows`` (fewer when there are few rows, so every thread gets some); returns the ordered
+        slots and the block boundaries."""
         kk, pos = self.kk[slots], self.pos[slots]
         order = np.lexsort((slots, pos, kk))
         ordered = slots[order]
@@ -189,7 +191,9 @@ class NumbaRunner:
         new_run = np.ones(n, dtype=bool)
         new_run[1:] = key[1:] != key[:-1]
         run_start = np.maximum.accumulate(np.where(new_run, np.arange(n), 0))
-        cut = (np.arange(n) - run_start) % self.block_rows == 0
+        # at most block_rows per block, and small batches still spread over every thread
+        size = max(1, min(self.block_rows, -(-n // numba.get_num_threads())))
+        cut = (np.arange(n) - run_start) % size == 0
         return ordered, np.append(np.flatnonzero(cut), n).astype(np.int64)
 
     def advance(self, slots: np.ndarray, steps: int) -> np.ndarray:
