@@ -49,7 +49,13 @@ class Settings(BaseSettings):
     max_active_rows: int = Field(1024, ge=1, description="Rows advanced together in one sampling step.")
     max_queued_rows: int = Field(4096, ge=0, description="Rows waiting for admission before 503.")
     admission_window_ms: float = Field(0.0, ge=0, description="Extra wait to gather arrivals for a step.")
-    steps_per_chunk: int = Field(16, ge=1, description="Sampling steps run between scheduler visits.")
+    steps_per_chunk: int = Field(16, ge=1, description="Fewest sampling steps run between scheduler visits.")
+    chunk_budget_ms: float = Field(
+        20.0, ge=0, description="Compute a sampling chunk may grow to (arrivals and cancels preempt it)."
+    )
+    backend: Literal["auto", "numba", "torch"] = Field(
+        "auto", description="Sampling kernels: auto = numba on CPU, batched torch on CUDA."
+    )
     logprob_max_batch: int = Field(1024, ge=1, description="Largest micro-batch for log-prob work.")
     logprob_max_wait_ms: float = Field(2.0, ge=0, description="Longest wait to fill a log-prob batch.")
     request_timeout_s: float = Field(60.0, gt=0, description="Per-request deadline inside the engine.")
