@@ -1,0 +1,1 @@
+"""Training, evaluation and export of MADE models (data loaders, loop, presets, CLI); imports only service.made."""
