@@ -12,6 +12,14 @@ from service.made.checkpoint import CARD_FILE, WEIGHTS_FILE
 from .conftest import LOGI, make_model
 
 
+def drop_checksum(folder):
+    """Remove the card's checksum so the loader's later checks are reached."""
+    card = json.loads((folder / CARD_FILE).read_text())
+    del card["weights"]["sha256"]
+    (folder / CARD_FILE).write_text(json.dumps(card))
+    return card
+
+
 @pytest.fixture
 def saved(tmp_path):
     model = make_model(num_masks=2, direct=True, hidden=(16, 8)).float()
@@ -60,9 +68,7 @@ def test_truncated_weights(saved):
     path.write_bytes(path.read_bytes()[:-100])
     with pytest.raises(CheckpointError, match="checksum does not match"):
         load_model(folder)
-    card = json.loads((folder / CARD_FILE).read_text())
-    del card["weights"]["sha256"]
-    (folder / CARD_FILE).write_text(json.dumps(card))
+    drop_checksum(folder)
     with pytest.raises(CheckpointError, match="unreadable safetensors"):
         load_model(folder)
 
@@ -70,9 +76,7 @@ def test_truncated_weights(saved):
 def test_pickle_is_never_loaded(saved, tmp_path):
     _, folder = saved
     torch.save({"x": torch.zeros(1)}, folder / WEIGHTS_FILE)  # a pickle posing as weights
-    card = json.loads((folder / CARD_FILE).read_text())
-    del card["weights"]["sha256"]
-    (folder / CARD_FILE).write_text(json.dumps(card))
+    drop_checksum(folder)
     with pytest.raises(CheckpointError, match="unreadable safetensors"):
         load_model(folder)
 
@@ -81,9 +85,7 @@ def test_mismatched_architecture(saved, tmp_path):
     _, folder = saved
     other = save_model(tmp_path / "o", make_model(num_masks=2, direct=True, hidden=(16, 9)).float(), {})
     shutil.copy(other / WEIGHTS_FILE, folder / WEIGHTS_FILE)
-    card = json.loads((folder / CARD_FILE).read_text())
-    del card["weights"]["sha256"]
-    (folder / CARD_FILE).write_text(json.dumps(card))
+    card = drop_checksum(folder)
     with pytest.raises(CheckpointError, match="has shape"):
         load_model(folder)
     card["config"]["direct"] = False
@@ -108,9 +110,7 @@ def test_tampered_degrees_are_refused(saved):
     tensors = load_file(str(folder / WEIGHTS_FILE))
     tensors["input_degrees"][0, 0] = tensors["input_degrees"][0, 1]  # no longer a permutation
     save_file(tensors, str(folder / WEIGHTS_FILE))
-    card = json.loads((folder / CARD_FILE).read_text())
-    del card["weights"]["sha256"]
-    (folder / CARD_FILE).write_text(json.dumps(card))
+    drop_checksum(folder)
     with pytest.raises(CheckpointError, match="not a permutation"):
         load_model(folder)
 
@@ -122,8 +122,6 @@ def test_non_finite_weights_are_refused(saved):
     tensors = load_file(str(folder / WEIGHTS_FILE))
     tensors["output_layer.bias"][0] = float("nan")
     save_file(tensors, str(folder / WEIGHTS_FILE))
-    card = json.loads((folder / CARD_FILE).read_text())
-    del card["weights"]["sha256"]
-    (folder / CARD_FILE).write_text(json.dumps(card))
+    drop_checksum(folder)
     with pytest.raises(CheckpointError, match="NaN"):
         load_model(folder)
