@@ -57,7 +57,7 @@ _INLINE_SCAN_BYTES = 64 * 1024  # larger bodies are measured off the event loop
 def check_json_limits(body: bytes, max_depth: int, max_array: int) -> None:
     """422 when the raw JSON nests deeper than ``max_depth`` or holds an array or object of more
     than ``max_array`` items (``MADE_MAX_JSON_DEPTH``, ``MADE_MAX_JSON_ARRAY``)."""
-    depth, longest = json_structure(body)
+    depth, longest = json_structure(body, depth_limit=max_depth)
     if depth > max_depth:
         raise invalid(
             "body", f"JSON nested {depth} levels deep; the limit is {max_depth} (MADE_MAX_JSON_DEPTH)"

@@ -76,17 +76,18 @@ def _unescaped_quotes(a: np.ndarray) -> np.ndarray:
     return quotes[run % 2 == 0]
 
 
-def json_structure(body: bytes) -> tuple[int, int]:
+def json_structure(body: bytes, depth_limit: int = 64) -> tuple[int, int]:
     """``(deepest nesting, most items in one array or object)`` of a JSON text, from its bytes alone.
 
     Brackets and commas inside strings are ignored. The commas between two consecutive brackets all
-    belong to one container, so only brackets are grouped into containers: the cost is a few passes
-    over the bytes plus a sort of the brackets. Malformed JSON gives some bound; the parser rejects it.
+    belong to one container, so only brackets are grouped into containers, one pass per nesting level.
+    Past ``depth_limit`` levels the items are not counted (returned as 0): such a body is refused on its
+    depth alone. Malformed JSON gives some bound; the parser rejects it.
 
     >>> json_structure(b'{"inputs": [[0, 1, 1], [1, 0, 0]], "model": "a[,]"}')
     (3, 3)
-    >>> json_structure(b"[]"), json_structure(b"7")
-    ((1, 1), (0, 0))
+    >>> json_structure(b"[]"), json_structure(b"7"), json_structure(b"[[[[1, 2]]]]", depth_limit=3)
+    ((1, 1), (0, 0), (4, 0))
     """
     a = np.frombuffer(body, dtype=np.uint8)
     quotes = _unescaped_quotes(a)
@@ -97,23 +98,19 @@ def json_structure(body: bytes) -> tuple[int, int]:
     brackets = outside_strings(np.flatnonzero((a == 0x5B) | (a == 0x7B) | (a == 0x5D) | (a == 0x7D)))
     if brackets.size == 0:
         return 0, 0
-    commas = outside_strings(np.flatnonzero(a == 0x2C))
     is_open = (a[brackets] == 0x5B) | (a[brackets] == 0x7B)
     depth = np.cumsum(np.where(is_open, 1, -1))  # nesting just after each bracket
     deepest = int(depth.max())
-    # segment j lies between bracket j and j+1 at nesting depth[j]; count its commas
-    cut = np.searchsorted(commas, brackets)
-    # each segment belongs to the last container opened at its depth: interleave opens and segments
-    # (open j, segment j, open j+1, ...), stable-sort by depth (a radix sort on int16), and each
-    # container's items follow its open in that order up to the next open
-    key = np.empty(2 * brackets.size, dtype=np.int16 if deepest < 2**15 else np.int64)
-    key[0::2] = np.where(is_open, depth, -1)  # closes sort first with the depth-0 segments: ignored
-    key[1::2] = depth
-    weight = np.zeros(key.size, dtype=np.int64)
-    weight[1:-1:2] = np.diff(cut)
-    order = np.argsort(key, kind="stable")
-    starts = np.flatnonzero(key[order] >= 1)
-    starts = starts[order[starts] % 2 == 0]  # the opens, in sorted order
-    if starts.size == 0:
-        return deepest, 1
-    return deepest, int(np.add.reduceat(weight[order], starts).max()) + 1
+    if deepest > depth_limit:
+        return deepest, 0
+    # segment j lies between bracket j and j+1, at nesting depth[j]: count its commas
+    commas = outside_strings(np.flatnonzero(a == 0x2C))
+    seg = np.diff(np.searchsorted(commas, brackets), append=commas.size)
+    longest = 0
+    for level in range(1, deepest + 1):
+        # a segment at this level belongs to the last container opened at this level
+        at = depth == level
+        container = np.cumsum(is_open & at)
+        mine = at & (container > 0)
+        longest = max(longest, int(np.bincount(container[mine], weights=seg[mine]).max()))
+    return deepest, longest + 1
