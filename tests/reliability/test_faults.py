@@ -19,11 +19,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.server import REPO, Server, free_port, make_model
 
 ROWS = 64  # rows per long request
+HANGUP_ROWS = 256  # the request whose client leaves: long enough to leave it surely mid-way
 SLOW = {  # few active rows, so a 64-row request on a 64 x 64 model runs for a while
     "MADE_DEFAULT_MODEL": "slow",
     "MADE_MAX_ACTIVE_ROWS": 2,
     "MADE_MAX_QUEUED_ROWS": 1024,
-    "MADE_MAX_SAMPLES_PER_REQUEST": ROWS,
+    "MADE_MAX_SAMPLES_PER_REQUEST": HANGUP_ROWS,
     "MADE_SKIP_BAD_MODELS": "true",
     "MADE_SHUTDOWN_GRACE_S": 60,
 }
@@ -89,7 +90,7 @@ def test_bad_folder_is_skipped_and_never_served(server: Server, repo: Path) -> N
 
 def test_client_that_hangs_up_frees_its_rows(server: Server) -> None:
     before = gauges(server.url)
-    body = json.dumps({"n": ROWS, "seed": 3}).encode()
+    body = json.dumps({"n": HANGUP_ROWS, "seed": 3}).encode()
     head = (
         f"POST /sample HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         f"X-Request-ID: hangup-1\r\nContent-Length: {len(body)}\r\n\r\n"
