@@ -31,9 +31,9 @@ def test_table_lists_every_setting_with_its_default() -> None:
 def test_docs_hold_the_current_table() -> None:
     gen = generator()
     table = gen.settings_table()
-    docs = [p for p in (REPO / "docker/README-deploy.md", REPO / "README.md") if p.is_file()]
+    docs = [p for p in (REPO / "README.md",) if p.is_file()]
     with_table = [p for p in docs if gen.START in p.read_text()]
-    assert REPO / "docker/README-deploy.md" in with_table or REPO / "README.md" in with_table
+    assert REPO / "README.md" in with_table
     for path in with_table:
         text = path.read_text()
         assert gen.replace_table(text, table) == text, (

@@ -1,4 +1,4 @@
-"""docs/users.md works as written: every ```bash block that calls curl runs (in order, in one folder)
+"""README.md works as written: every ```bash block that calls curl runs (in order, in one folder)
 against a real ``python -m service serve`` on a free port, and each curl answers 200 with the content
 type its URL asks for; the ```python blocks run too. Its pictures exist.
 
@@ -18,7 +18,7 @@ import pytest
 
 from tests.client.server import REPO, process_server
 
-DOC = REPO / "docs" / "users.md"
+DOC = REPO / "README.md"
 MODELS = Path(os.environ.get("MADE_DOCS_MODEL_DIR", REPO / "models"))
 BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)
 # curl's own report of each answer, on stderr so it never mixes with a body written to stdout
@@ -58,7 +58,7 @@ def models_named() -> set[str]:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     missing = sorted(m for m in models_named() if not (MODELS / m / "card.json").is_file())
     if missing:
-        pytest.skip(f"docs/users.md uses models {missing} that are not in {MODELS} yet")
+        pytest.skip(f"README.md uses models {missing} that are not in {MODELS} yet")
     log = tmp_path_factory.mktemp("doc-server") / "server.log"
     with process_server(MODELS, log, MADE_VERIFY_ON_LOAD="false") as url:  # checked by tests/made
         yield url
@@ -73,7 +73,7 @@ def test_doc_has_curl_and_python_examples() -> None:
 
 def test_pictures_exist() -> None:
     for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", DOC.read_text()):
-        assert (DOC.parent / link).resolve().is_file(), f"docs/users.md shows {link}, which does not exist"
+        assert (DOC.parent / link).resolve().is_file(), f"README.md shows {link}, which does not exist"
 
 
 def test_curl_examples_run_as_written(server: str, tmp_path: Path) -> None:
