@@ -27,6 +27,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "batch_size": 100,
         "lr": 3e-3,
         "lr_schedule": "plateau",
+        "plateau_patience": 1,
+        "dropout": 0.1,
         "patience": 15,
         "select": "mask0",
         "storage": "float32",
