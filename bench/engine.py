@@ -23,6 +23,8 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `python -m service serve` sets it
+
 import numpy as np
 import torch
 

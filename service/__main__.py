@@ -6,6 +6,10 @@ import argparse
 import os
 import sys
 
+# torch's OpenMP workers spin after each parallel op and then steal the core the sampling kernel threads
+# need; sleeping workers cost a wake-up per op instead (must be set before torch loads).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 __all__ = ["main"]
 
 

@@ -125,6 +125,9 @@ class Engine:
         for ex in (self._exec, self._lp_exec):
             if ex is not None:  # wait for the worker, so a restart never shares the runner with it
                 await asyncio.to_thread(ex.shutdown, wait=True, cancel_futures=True)
+        close = getattr(self._runner, "close", None)
+        if close is not None:  # the numba runner's kernel threads
+            await asyncio.to_thread(close)
         self._exec = self._lp_exec = None
 
     def _drained(self) -> bool:

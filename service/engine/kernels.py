@@ -9,7 +9,7 @@ degree ``>= m``) and adds their contributions to the outputs of positions ``>= m
 is about half a forward pass. For the discretised logistic ``lp[s]`` accumulates the drawn bin's
 log-mass (from the known prefix's); Bernoulli rows are scored after their last step instead, since
 their outputs are then all final and numpy's vectorised ``exp``/``log`` beat a scalar ``log1p`` per
-step. Rows are independent; a chunk runs blocks of rows in parallel with ``prange``.
+step. Rows are independent; the runner spreads blocks of rows over threads (GIL released).
 
 Packed weights per mask ``k`` (units sorted by degree, inputs/outputs by position):
 ``wflat[k, wofs[l] + c*H_l + j]`` is the weight from unit ``c`` of layer ``l-1`` (layer ``-1`` = the
@@ -20,26 +20,14 @@ inputs) to unit ``j`` of layer ``l``; ``wout[k, c, i*P + p]``; ``direct[k, e, i*
 from __future__ import annotations
 
 import math
-import os
-import threading
 
-import numba
 import numpy as np
-from numba import njit, prange
-
-# numba's OpenMP layer and torch's share libgomp: alternating the two from one thread rebuilds thread
-# teams and leaves spinning workers, which made torch ops ~100x slower on a 2-core machine. The
-# workqueue layer avoids that but must not be entered by two threads at once, hence PARALLEL_LOCK.
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
-PARALLEL_LOCK = threading.Lock()
+from numba import njit
 
 __all__ = [
     "ACTIVATIONS",
     "BERNOULLI",
     "LOGISTIC",
-    "PARALLEL_LOCK",
-    "advance_parallel",
     "advance_serial",
 ]
 
@@ -245,20 +233,11 @@ def _advance_block(
             return
 
 
-@njit(cache=True, parallel=True)
-def advance_parallel(
-    slots: np.ndarray, block_starts: np.ndarray, steps: int, preempt: np.ndarray, *args: np.ndarray
-) -> None:
-    """Advance blocks ``slots[block_starts[b]:block_starts[b + 1]]`` by up to ``steps`` positions,
-    blocks spread over threads."""
-    for b in prange(block_starts.shape[0] - 1):
-        _advance_block(slots[block_starts[b] : block_starts[b + 1]], steps, preempt, *args)
-
-
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def advance_serial(
     slots: np.ndarray, block_starts: np.ndarray, steps: int, preempt: np.ndarray, *args: np.ndarray
 ) -> None:
-    """Same as :func:`advance_parallel` on the calling thread (cheaper for a single block)."""
+    """Advance blocks ``slots[block_starts[b]:block_starts[b + 1]]`` by up to ``steps`` positions on the
+    calling thread, without the GIL (the runner runs disjoint groups of blocks on several threads)."""
     for b in range(block_starts.shape[0] - 1):
         _advance_block(slots[block_starts[b] : block_starts[b + 1]], steps, preempt, *args)
