@@ -60,9 +60,9 @@ def test_discretized_logistic_float32_is_normalised_and_differentiable():
     assert torch.isfinite(params.grad).all()
 
 
-def test_bernoulli_bits_per_dim_conversion():
-    model = make_model(distribution=BERN)
-    x = torch.ones(1, model.data_dim, dtype=torch.float64)
-    lp = model.log_prob(x)
-    bpd = -lp / (model.data_dim * math.log(2))
-    assert bpd.item() > 0
+def test_bits_per_dim_is_nats_over_d_ln2():
+    model = make_model(distribution=BERN, num_masks=2)
+    x = torch.ones(3, model.data_dim, dtype=torch.float64)
+    expect = -model.log_prob(x) / (model.data_dim * math.log(2))
+    assert torch.allclose(model.bits_per_dim(x), expect)
+    assert torch.allclose(model.bits_per_dim(x, 1), -model.log_prob(x, 1) / (model.data_dim * math.log(2)))
