@@ -11,7 +11,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from starlette.concurrency import run_in_threadpool
 
+from ..config import Settings
 from . import codecs
 from .errors import invalid
 from .registry import ModelEntry
@@ -85,6 +87,27 @@ def from_json(values: list[Any], entry: ModelEntry, field: str, resize: bool = F
         return arr.reshape(b, entry.data_dim).astype(np.float32)
     got = " x ".join(str(s) for s in arr.shape[1:]) or "scalars"
     raise invalid(field, f"model {entry.name!r} expects each input to be {_size_hint(entry)}; got {got}")
+
+
+async def decode_uploads(
+    files: Sequence[tuple[str, bytes]],
+    entry: ModelEntry,
+    settings: Settings,
+    *,
+    threshold: int | None,
+    invert: bool,
+    resize: bool,
+) -> np.ndarray:
+    """:func:`from_uploads` off the event loop, with the settings' pixel limit and default threshold."""
+    return await run_in_threadpool(
+        from_uploads,
+        files,
+        entry,
+        max_pixels=settings.max_image_pixels,
+        threshold=settings.binarize_threshold if threshold is None else threshold,
+        invert=invert,
+        resize=resize,
+    )
 
 
 def from_uploads(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from service.made import MADE, CachedPlan, choose_components, draw_uniforms
+from service.made import MADE, CachedPlan, choose_components, draw_uniforms, pick_components, prefill
 
 __all__ = ["Prepared", "RowInit", "initial_state", "prepare_request"]
 
@@ -45,28 +45,16 @@ class Prepared:
 
 @torch.no_grad()
 def initial_state(model: MADE, plan: CachedPlan, xs: torch.Tensor, start: int) -> RowInit:
-    """Prefill: one forward pass of the cached network over the first ``start`` positions of ``xs``
-    (data values by position, ``(D,)``); units of degree ``> start`` stay partial sums."""
-    act = model.activation
+    """One row's start state: :func:`service.made.prefill` over the first ``start`` positions of ``xs``
+    (data values by position, ``(D,)``), plus ``log p_k`` of that prefix."""
     xs = xs.clone()
     xs[start:] = 0
     inp = model.dist.preprocess(xs)
     inp[start:] = 0
-    prev = inp[None]
-    accs, hs = [], []
-    for w, b, bd in zip(plan.weights, plan.biases, plan.bounds, strict=True):
-        acc = b + prev @ w.T
-        h = act(acc)
-        h[:, bd[start + 1] :] = 0
-        accs.append(acc[0])
-        hs.append(h[0])
-        prev = h
-    d, p = plan.out_bias.shape
-    out = plan.out_bias + (prev[0] @ plan.out_weight.reshape(d * p, -1).T).view(d, p)
-    if plan.direct is not None:
-        out = out + (plan.direct.reshape(d * p, d) @ inp).view(d, p)
+    accs, hs, outs = prefill(model, plan, inp[None], start)
+    acc, h, out = [a[0] for a in accs], [a[0] for a in hs], outs[0]
     lp = float(model.dist.log_prob(out[:start], xs[:start]).to(torch.float64).sum()) if start else 0.0
-    return RowInit(inp, xs, accs, hs, out, lp)
+    return RowInit(inp, xs, acc, h, out, lp)
 
 
 @torch.no_grad()
@@ -95,9 +83,9 @@ def prepare_request(
     if k_masks == 1:
         comps = torch.zeros(n, dtype=torch.long)
     else:
-        # the posterior over masks given the prefix, with choose_components' arithmetic
-        logw = torch.tensor([init[k].lp for k in range(k_masks)], dtype=torch.float64)
-        cdf = torch.softmax(logw, dim=-1).cumsum(-1)
-        comps = (cdf[None, :] <= (u[:, 0] * cdf[-1])[:, None]).sum(-1).clamp(max=k_masks - 1)
+        # the posterior over masks given the prefix
+        comps = pick_components(
+            u[:, 0], torch.tensor([init[k].lp for k in range(k_masks)], dtype=torch.float64)
+        )
     used = sorted(set(comps.tolist()))
     return Prepared(u.numpy(), comps.numpy().astype(np.int64), n_known, {k: init[k] for k in used})

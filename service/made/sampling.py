@@ -12,7 +12,6 @@ the mixture's conditional.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +24,8 @@ __all__ = [
     "build_plan",
     "choose_components",
     "draw_uniforms",
+    "pick_components",
+    "prefill",
     "prefix_log_probs",
     "sample_cached",
     "sample_reference",
@@ -66,6 +67,16 @@ def prefix_log_probs(model: MADE, known: torch.Tensor, n_known: int) -> torch.Te
     )
 
 
+def pick_components(u: torch.Tensor, log_w: torch.Tensor) -> torch.Tensor:
+    """Component per row by inverse CDF on ``u`` ``(n,)`` of ``softmax(log_w)``; ``log_w`` is ``(K,)``
+    (shared by every row) or ``(n, K)``."""
+    cdf = torch.softmax(log_w.to(torch.float64), dim=-1).cumsum(-1)
+    if cdf.ndim == 1:
+        cdf = cdf.expand(u.shape[0], -1)
+    k = cdf.shape[-1]
+    return (cdf <= (u.to(torch.float64) * cdf[:, -1])[:, None]).sum(-1).clamp(max=k - 1)
+
+
 @torch.no_grad()
 def choose_components(
     model: MADE, u: torch.Tensor, known: torch.Tensor | None = None, n_known: int = 0
@@ -78,10 +89,7 @@ def choose_components(
         return torch.zeros(n, dtype=torch.long, device=u.device)
     if n_known == 0 or known is None:
         return (u * k).long().clamp(max=k - 1)
-    logw = prefix_log_probs(model, known, n_known).to(torch.float64)
-    w = torch.softmax(logw, dim=-1)
-    cdf = w.cumsum(-1)
-    return (cdf <= (u.to(torch.float64) * cdf[:, -1])[:, None]).sum(-1).clamp(max=k - 1)
+    return pick_components(u, prefix_log_probs(model, known, n_known))
 
 
 def _prepare(
@@ -183,28 +191,41 @@ def build_plan(model: MADE, k: int = 0) -> CachedPlan:
     )
 
 
+@torch.no_grad()
+def prefill(
+    model: MADE, plan: CachedPlan, inp: torch.Tensor, n_known: int
+) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+    """Cached-sampler state after the first ``n_known`` positions, in one masked forward pass.
+
+    ``inp``: network inputs ``(n, D)`` by position, zero from ``n_known`` on. Returns per hidden layer
+    the pre-activations ``(n, H_l)`` (partial sums for units of degree ``> n_known``) and activations
+    (zero for those units), and the output accumulators ``(n, D, P)`` (final for positions ``<= n_known``).
+    """
+    act = model.activation
+    accs, hs = [], []
+    prev = inp
+    for w, b, bd in zip(plan.weights, plan.biases, plan.bounds, strict=True):
+        acc = b + prev @ w.T
+        h = act(acc)
+        h[:, bd[n_known + 1] :] = 0  # units of degree > n_known are not final yet
+        accs.append(acc)
+        hs.append(h)
+        prev = h
+    out = plan.out_bias + torch.einsum("nh,dph->ndp", prev, plan.out_weight)
+    if plan.direct is not None:
+        out = out + torch.einsum("ne,dpe->ndp", inp, plan.direct)
+    return accs, hs, out
+
+
 class _CachedState:
     """Accumulators of one group of rows sharing a mask and a position (torch reference of the
     algorithm the engine runs per row)."""
 
     def __init__(self, model: MADE, plan: CachedPlan, inp: torch.Tensor, n_known: int) -> None:
         self.model, self.plan = model, plan
-        act = model.activation
-        self.acc: list[torch.Tensor] = []
-        self.h: list[torch.Tensor] = []
-        prev = inp.clone()  # network inputs sorted by position; unknown positions zero
-        prev[:, n_known:] = 0
-        self.inp = prev
-        for w, b, bd in zip(plan.weights, plan.biases, plan.bounds, strict=True):
-            acc = b + prev @ w.T
-            h = act(acc)
-            h[:, bd[n_known + 1] :] = 0  # units of degree > n_known are not final yet
-            self.acc.append(acc)
-            self.h.append(h)
-            prev = h
-        self.out = plan.out_bias + torch.einsum("nh,dph->ndp", prev, plan.out_weight)
-        if plan.direct is not None:
-            self.out = self.out + torch.einsum("ne,dpe->ndp", self.inp, plan.direct)
+        self.inp = inp.clone()  # network inputs sorted by position; unknown positions zero
+        self.inp[:, n_known:] = 0
+        self.acc, self.h, self.out = prefill(model, plan, self.inp, n_known)
 
     def propagate(self, m: int, v: torch.Tensor) -> None:
         """The input of degree ``m`` (position ``m - 1``) now has network value ``v``: finalise every
@@ -265,8 +286,3 @@ def sample_cached(
         out[:, plan.order] = xs
         x[rows] = out
     return SampleResult(x, comps, lp)
-
-
-def log_mean_exp(a: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """``log(mean(exp(a)))`` along ``dim``, stably."""
-    return torch.logsumexp(a, dim=dim) - math.log(a.shape[dim])

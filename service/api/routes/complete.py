@@ -91,14 +91,8 @@ async def complete(
         x = await run_in_threadpool(inputs.from_json, body.inputs, entry, "body.inputs", body.resize)
     else:
         files = await read_uploads(request, "file", 1)
-        x = await run_in_threadpool(
-            inputs.from_uploads,
-            files,
-            entry,
-            max_pixels=settings.max_image_pixels,
-            threshold=settings.binarize_threshold if threshold is None else threshold,
-            invert=invert,
-            resize=resize,
+        x = await inputs.decode_uploads(
+            files, entry, settings, threshold=threshold, invert=invert, resize=resize
         )
     seed = new_seed() if seed is None else seed
     known = x[0]

@@ -94,14 +94,8 @@ async def log_prob(
     else:
         entry = registry.get(model)
         files = await read_uploads(request, "files", settings.max_images_per_request)
-        x = await run_in_threadpool(
-            inputs.from_uploads,
-            files,
-            entry,
-            max_pixels=settings.max_image_pixels,
-            threshold=settings.binarize_threshold if threshold is None else threshold,
-            invert=invert,
-            resize=resize,
+        x = await inputs.decode_uploads(
+            files, entry, settings, threshold=threshold, invert=invert, resize=resize
         )
     if format == "png" and x.shape[0] != 1:
         raise invalid("format", f"png (a heat map) needs exactly one input, got {x.shape[0]}")
