@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     admission_window_ms: float = Field(0.0, ge=0, description="Extra wait to gather arrivals for a step.")
     steps_per_chunk: int = Field(16, ge=1, description="Fewest sampling steps run between scheduler visits.")
     chunk_budget_ms: float = Field(
-        20.0, ge=0, description="Compute a sampling chunk may grow to (arrivals and cancels preempt it)."
+        50.0, ge=0, description="Compute a sampling chunk may grow to (arrivals and cancels preempt it)."
     )
     backend: Literal["auto", "numba", "torch"] = Field(
         "auto", description="Sampling kernels: auto = numba on CPU, batched torch on CUDA."

@@ -4,9 +4,9 @@ Each iteration (on the event-loop thread) reaps cancelled and expired requests a
 rows, then hands one chunk to a dedicated worker thread: place the admitted rows (prefill for
 completions), advance every active row, read out the rows that finished. The event loop stays
 responsive meanwhile, and requests join at the next chunk. A chunk lasts at least ``steps_per_chunk``
-steps and otherwise about ``chunk_budget_ms`` of estimated compute, but a submission or a
-cancellation preempts it after the current step (a flag the kernel polls), so long chunks cost no
-admission latency. A step that raises fails the requests whose rows were in it, and nothing else.
+steps and otherwise until its first row finishes, within about ``chunk_budget_ms`` of estimated
+compute; a submission or a cancellation preempts it after the current step (a flag the kernel
+polls), so long chunks cost no admission latency. A step that raises fails the requests whose rows were in it, and nothing else.
 """
 
 from __future__ import annotations
@@ -38,6 +38,16 @@ log = logging.getLogger(__name__)
 _ChunkResult = tuple[np.ndarray, float, np.ndarray, np.ndarray, np.ndarray]
 
 
+def _work_units(pos: np.ndarray, steps: int, ends: np.ndarray, d: int) -> float:
+    """Relative compute of advancing rows at ``pos`` by ``steps`` (not past ``ends``). A step at
+    position ``i`` costs about ``1 + (D - i) / D``: the hidden units and outputs it updates are those of
+    degree or position above ``i`` (measured: the first steps cost about twice the last). Summed over
+    ``i`` in ``[a, b)``: ``n + n (2D - a - b + 1) / (2D)`` with ``n = b - a``."""
+    b = np.minimum(pos + steps, ends)
+    n = np.maximum(b - pos, 0)
+    return float((n + n * (2 * d - pos - b + 1) / (2 * d)).sum())
+
+
 def sampling_thread() -> None:
     """Initialiser of the sampling worker: its torch work is single-row prefill, where intra-op
     threads only add waits (the setting is per thread; the log-prob worker keeps torch's default)."""
@@ -65,7 +75,7 @@ class _Counters:
     rows_sampled: int = 0
     ok: int = 0
     failed: int = 0
-    row_step_s: float | None = None  # EMA of compute per row-step
+    unit_s: float | None = None  # EMA of compute per work unit (see _work_units)
     rows_per_s: float | None = None  # EMA of finished rows per second
     side_tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -163,8 +173,9 @@ class SamplingLoop:
         self.metrics.gauges(sched.queued_rows, len(slots))
         if len(slots) == 0:
             return
-        steps = self._chunk_steps(len(slots))
         ends = sched.ends(slots)
+        before = sched.positions(slots)
+        steps = self._chunk_steps(before, ends)
         self.runner.preempt[0] = 0  # a submission or cancellation from now on ends the chunk early
         loop = asyncio.get_running_loop()
         # one hand-off to the worker per chunk: place admitted rows, advance everyone, read finished rows
@@ -180,8 +191,7 @@ class SamplingLoop:
             self._fail_slots(slots, EngineError(f"sampling step failed: {result}"))
             return
         pos, elapsed, done, x, lp = result
-        steps = max(1, int((pos - sched.positions(slots)).max()))
-        self._record_chunk(elapsed, len(slots), steps)
+        self._record_chunk(elapsed, sched.positions(slots), pos)
         fin = sched.advance(slots, pos)
         if fin.rows:
             at = {s: j for j, s in enumerate(done.tolist())}
@@ -217,27 +227,42 @@ class SamplingLoop:
             return failures, slots, e
         return failures, slots, (pos, elapsed, done, x, lp)
 
-    def _chunk_steps(self, rows: int) -> int:
-        """``steps_per_chunk``, or more to fill ``chunk_budget_ms`` (capped by the nearest deadline)."""
-        cfg = self.config
-        steps = cfg.steps_per_chunk
-        per = self.counters.row_step_s
-        if per:
-            budget = cfg.chunk_budget_ms / 1000.0
+    def _chunk_steps(self, pos: np.ndarray, ends: np.ndarray) -> int:
+        """Steps until the first row finishes (so its request returns at once), at least
+        ``steps_per_chunk``, and fewer if the estimated compute exceeds ``chunk_budget_ms`` (or the time
+        to the nearest deadline)."""
+        cfg, d = self.config, self.model.data_dim
+        steps = min(d, max(cfg.steps_per_chunk, int((ends - pos).min())))
+        per = self.counters.unit_s
+        if per is None:  # the first chunk calibrates the estimate
+            return min(steps, cfg.steps_per_chunk)
+        if per > 0:
             nearest = min((r.deadline for r in self.sched.pending()), default=math.inf)
-            budget = min(budget, nearest - time.monotonic())
-            steps = max(steps, int(budget / (per * rows)))
-        return min(steps, self.model.data_dim)
+            budget = min(cfg.chunk_budget_ms / 1000.0, nearest - time.monotonic()) / per
+            lo = min(steps, cfg.steps_per_chunk)
+            if _work_units(pos, steps, ends, d) > budget:  # largest step count within the budget
+                hi = steps
+                while lo < hi:
+                    mid = (lo + hi + 1) // 2
+                    lo, hi = (mid, hi) if _work_units(pos, mid, ends, d) <= budget else (lo, mid - 1)
+                steps = lo
+        return steps
 
-    def _record_chunk(self, elapsed: float, rows: int, steps: int) -> None:
-        c = self.counters
+    def _record_chunk(self, elapsed: float, before: np.ndarray, after: np.ndarray) -> None:
+        c, d = self.counters, self.model.data_dim
+        done = after - before
+        steps = max(1, int(done.max()))
+        units = _work_units(before, steps, after, d)
         c.steps_run += steps
         c.chunks_run += 1
-        per = elapsed / (rows * steps)
-        c.row_step_s = per if c.row_step_s is None else 0.8 * c.row_step_s + 0.2 * per
-        rate = rows / (self.model.data_dim * per)
-        c.rows_per_s = rate if c.rows_per_s is None else 0.8 * c.rows_per_s + 0.2 * rate
-        self.metrics.step(elapsed / steps, rows)
+        if units > 0:
+            per = elapsed / units
+            c.unit_s = per if c.unit_s is None else 0.8 * c.unit_s + 0.2 * per
+        row_steps = int(done.sum())
+        if row_steps > 0:
+            rate = len(before) / (d * elapsed / row_steps)  # rows per second at this chunk's pace
+            c.rows_per_s = rate if c.rows_per_s is None else 0.8 * c.rows_per_s + 0.2 * rate
+        self.metrics.step(elapsed / steps, len(before))
 
     def _reap(self) -> None:
         reaped = self.sched.reap(time.monotonic())
@@ -262,16 +287,25 @@ class SamplingLoop:
             self.close(req, exc, "error")
 
     def _place(self, admitted: list[Admission]) -> list[tuple[Admission, Exception]]:
-        failures = []
+        """Prepare each admitted request (a failure fails only that request), then give all their rows
+        their start states in one runner call."""
+        failures: list[tuple[Admission, Exception]] = []
+        ready: list[Admission] = []
         for adm in admitted:
             job: Job = adm.request.payload
             try:
                 if job.prepared is None:
                     job.prepared = self.runner.prepare(adm.request.n_rows, job.seed, job.known, job.n_known)
-                self.runner.admit(job.prepared, adm.rows, adm.slots)
+                ready.append(adm)
             except Exception as e:
                 log.exception("engine %s: admission failed", self.name)
                 failures.append((adm, e))
+        if ready:
+            try:
+                self.runner.admit_many([(a.request.payload.prepared, a.rows, a.slots) for a in ready])
+            except Exception as e:
+                log.exception("engine %s: admission failed", self.name)
+                failures.extend((adm, e) for adm in ready)
         return failures
 
     def _finish(self, req: Request) -> None:

@@ -1,6 +1,6 @@
 """Per-request preparation shared by every runner: uniforms, mixture components and prefill states.
 
-A request with seed ``s`` draws ``draw_uniforms(n, D, Generator().manual_seed(s))``; ``u[:, 0]`` picks
+A request with seed ``s`` draws ``seeded_uniforms(n, D, s)``; ``u[:, 0]`` picks
 each row's mask. A completion runs one forward pass per mask over its known prefix (a single row: all
 ``n`` rows share the prefix), which gives both the cached-sampler state the rows start from and
 ``log p_k(prefix)`` for every ``k``, hence the component posterior ``w_k ∝ p_k(prefix)``.
@@ -8,12 +8,12 @@ each row's mask. A completion runs one forward pass per mask over its known pref
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from service.made import MADE, CachedPlan, choose_components, draw_uniforms, pick_components, prefill
+from service.made import MADE, CachedPlan, choose_components, pick_components, prefill, seeded_uniforms
 
 __all__ = ["Prepared", "RowInit", "initial_state", "prepare_request"]
 
@@ -31,6 +31,7 @@ class RowInit:
     h: list[torch.Tensor]  # per hidden layer (H_l,) activations of final units, zero elsewhere
     out: torch.Tensor  # (D, P) output accumulators; final for positions <= start
     lp: float  # log p_k(x at positions < start)
+    flat: tuple[np.ndarray, ...] | None = field(default=None, repr=False)  # a runner's cached copy
 
 
 @dataclass
@@ -69,7 +70,7 @@ def prepare_request(
 ) -> Prepared:
     """Uniforms, components and start states of a request (``base``: each mask's empty-prefix state)."""
     d, k_masks = model.data_dim, model.num_masks
-    u = draw_uniforms(n, d, torch.Generator().manual_seed(seed))
+    u = seeded_uniforms(n, d, seed)
     if n_known == 0 or known is None:
         comps = choose_components(model, u[:, 0])
         used = sorted(set(comps.tolist()))

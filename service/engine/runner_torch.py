@@ -9,6 +9,7 @@ position) are merged, so rows admitted together step together whatever their req
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -111,6 +112,11 @@ class TorchRunner:
                     torch.full((c,), init.lp, dtype=torch.float64, device=self.device),
                 )
             )
+
+    def admit_many(self, items: Sequence[tuple[Prepared, list[int], list[int]]]) -> None:
+        """Admit rows of several requests (cohorts at the same mask and position merge at the next step)."""
+        for prep, rows, slots in items:
+            self.admit(prep, rows, slots)
 
     def warmup(self) -> None:
         """Nothing to compile."""

@@ -28,10 +28,11 @@ __all__ = [
 class EngineConfig:
     """Engine limits and pacing; the API maps ``Settings`` fields of the same names onto it.
 
-    ``steps_per_chunk`` is the fewest sampling steps run between scheduler visits; a chunk grows to
-    about ``chunk_budget_ms`` of estimated compute (hand-offs to the worker thread are then rare), and
-    a new submission or a cancellation preempts it after the current step, so admission, cancellation
-    and deadlines still act within about one step.
+    ``steps_per_chunk`` is the fewest sampling steps run between scheduler visits; a chunk otherwise
+    runs until its first row finishes (so that request returns at once), within about
+    ``chunk_budget_ms`` of estimated compute (hand-offs to the worker thread are then rare). A new
+    submission or a cancellation preempts it after the current step, so admission, cancellation and
+    deadlines still act within about one step.
     """
 
     max_active_rows: int = 1024
@@ -42,7 +43,7 @@ class EngineConfig:
     logprob_max_wait_ms: float = 2.0
     request_timeout_s: float = 60.0
     backend: str = "auto"  # "auto" | "numba" | "torch"  (auto: numba on CPU, torch batched on CUDA)
-    chunk_budget_ms: float = 20.0
+    chunk_budget_ms: float = 50.0
 
     def __post_init__(self) -> None:
         if self.max_active_rows < 1:

@@ -14,6 +14,7 @@ from .sampling import (
     prefix_log_probs,
     sample_cached,
     sample_reference,
+    seeded_uniforms,
 )
 from .verify import AutoregressiveViolation, verify_autoregressive
 
@@ -40,5 +41,6 @@ __all__ = [
     "sample_cached",
     "sample_reference",
     "save_model",
+    "seeded_uniforms",
     "verify_autoregressive",
 ]

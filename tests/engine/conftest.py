@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from service.engine import Engine, EngineConfig
-from service.made import MADE, MADEConfig, draw_uniforms, sample_reference
+from service.made import MADE, MADEConfig, sample_reference, seeded_uniforms
 
 T = TypeVar("T")
 
@@ -34,7 +34,7 @@ def reference(
     model: MADE, n: int, seed: int, known: np.ndarray | None = None, n_known: int = 0
 ) -> np.ndarray:
     """What the engine must return for ``seed``: the reference loop on the seed's uniforms."""
-    u = draw_uniforms(n, model.data_dim, torch.Generator().manual_seed(seed))
+    u = seeded_uniforms(n, model.data_dim, seed)
     kn = None if known is None else torch.as_tensor(known, dtype=torch.float64).repeat(n, 1)
     with torch.no_grad():
         return sample_reference(model, uniforms=u, known=kn, n_known=n_known).x.numpy().astype(np.float32)

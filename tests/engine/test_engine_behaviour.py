@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from service.engine import Engine, EngineConfig, EngineError, EngineFull, EngineStopped, EngineTimeout
+from service.engine.loop import _work_units
 
 from .conftest import BERN, make_model, reference, run_engine
 
@@ -298,3 +299,34 @@ def test_admission_window_gathers_arrivals_into_the_first_step():
     outs = asyncio.run(body())
     assert rec.steps[0][1] == 5  # both requests' rows in the very first step
     np.testing.assert_array_equal(outs[1].x, reference(model, 3, 1))
+
+
+def test_a_chunk_ends_when_its_first_row_finishes():
+    """A request with few steps left returns as soon as its rows finish, while a long one runs on
+    (its rows are not held until the end of a long chunk)."""
+    model = make_model(data_dim=784, hidden=(64,))
+    known = reference(model, 1, 5)[0]
+
+    async def body():
+        engine = Engine(model, EngineConfig(steps_per_chunk=1, chunk_budget_ms=1e9))
+        await engine.start()
+        slow_down(engine, 0.005)
+        first = asyncio.create_task(engine.sample(64, 0))
+        await wait_for(lambda: engine.stats().active_rows == 64)
+        short = await engine.complete(known, 781, 1, 5)
+        running = engine.stats().active_rows
+        await first
+        await engine.stop(1.0)
+        return short, running
+
+    short, running = asyncio.run(body())
+    assert running == 64  # the long request's rows are still mid-loop
+    np.testing.assert_array_equal(short.x, reference(model, 1, 5, known, 781))
+
+
+def test_work_units_sum_the_per_step_cost():
+    """The chunk planner's cost model: a step at position i costs 1 + (D - i) / D."""
+    d, steps = 10, 4
+    pos, ends = np.array([0, 3, 8, 10]), np.array([10, 10, 10, 10])
+    expect = sum(1 + (d - i) / d for p in pos for i in range(p, min(p + steps, d)))
+    assert _work_units(pos, steps, ends, d) == pytest.approx(expect)
