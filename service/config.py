@@ -53,6 +53,11 @@ class Settings(BaseSettings):
     chunk_budget_ms: float = Field(
         50.0, ge=0, description="Compute a sampling chunk may grow to (arrivals and cancels preempt it)."
     )
+    inline_chunk_ms: float = Field(
+        0.5,
+        ge=0,
+        description="CPU chunks estimated below this run on the event loop (no hand-off); 0 = never.",
+    )
     backend: Literal["auto", "numba", "torch"] = Field(
         "auto", description="Sampling kernels: auto = numba on CPU, batched torch on CUDA."
     )

@@ -72,6 +72,7 @@ class Job:
 class _Counters:
     steps_run: int = 0
     chunks_run: int = 0
+    chunks_inline: int = 0  # of which run on the event-loop thread
     rows_sampled: int = 0
     ok: int = 0
     failed: int = 0
@@ -177,11 +178,14 @@ class SamplingLoop:
         before = sched.positions(slots)
         steps = self._chunk_steps(before, ends)
         self.runner.preempt[0] = 0  # a submission or cancellation from now on ends the chunk early
-        loop = asyncio.get_running_loop()
-        # one hand-off to the worker per chunk: place admitted rows, advance everyone, read finished rows
-        failures, slots, result = await loop.run_in_executor(
-            self.executor, self._work, admitted, slots, ends, steps
-        )
+        if self._inline(admitted, before, ends, steps):
+            self.counters.chunks_inline += 1
+            failures, slots, result = self._work(admitted, slots, ends, steps)
+        else:  # one hand-off to the worker per chunk: place admitted rows, advance all, read finished
+            loop = asyncio.get_running_loop()
+            failures, slots, result = await loop.run_in_executor(
+                self.executor, self._work, admitted, slots, ends, steps
+            )
         for adm, exc in failures:
             self.runner.release(sched.fail([adm.request]))
             self.close(adm.request, EngineError(f"prefill failed: {exc}"), "error")
@@ -226,6 +230,17 @@ class SamplingLoop:
             log.exception("engine %s: sampling step failed", self.name)
             return failures, slots, e
         return failures, slots, (pos, elapsed, done, x, lp)
+
+    def _inline(self, admitted: list[Admission], pos: np.ndarray, ends: np.ndarray, steps: int) -> bool:
+        """Run this chunk on the event-loop thread? Only a CPU chunk estimated below
+        ``inline_chunk_ms`` with no prefill: two thread hand-offs (about 0.3 ms) would cost more than
+        the compute, and the event loop is held no longer than that."""
+        per, limit = self.counters.unit_s, self.config.inline_chunk_ms / 1000.0
+        if per is None or limit <= 0 or self.runner.backend != "numba":
+            return False
+        if any(adm.request.payload.n_known for adm in admitted):
+            return False
+        return per * _work_units(pos, steps, ends, self.model.data_dim) <= limit
 
     def _chunk_steps(self, pos: np.ndarray, ends: np.ndarray) -> int:
         """Steps until the first row finishes (so its request returns at once), at least

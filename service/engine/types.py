@@ -32,7 +32,8 @@ class EngineConfig:
     runs until its first row finishes (so that request returns at once), within about
     ``chunk_budget_ms`` of estimated compute (hand-offs to the worker thread are then rare). A new
     submission or a cancellation preempts it after the current step, so admission, cancellation and
-    deadlines still act within about one step.
+    deadlines still act within about one step. A CPU chunk estimated below ``inline_chunk_ms`` (a lone
+    small request) runs on the event-loop thread instead, saving two thread hand-offs; 0 turns that off.
     """
 
     max_active_rows: int = 1024
@@ -44,6 +45,7 @@ class EngineConfig:
     request_timeout_s: float = 60.0
     backend: str = "auto"  # "auto" | "numba" | "torch"  (auto: numba on CPU, torch batched on CUDA)
     chunk_budget_ms: float = 50.0
+    inline_chunk_ms: float = 0.5
 
     def __post_init__(self) -> None:
         if self.max_active_rows < 1:
@@ -54,7 +56,12 @@ class EngineConfig:
             raise ValueError("steps_per_chunk must be >= 1")
         if self.logprob_max_batch < 1:
             raise ValueError("logprob_max_batch must be >= 1")
-        if self.admission_window_ms < 0 or self.logprob_max_wait_ms < 0 or self.chunk_budget_ms < 0:
+        if (
+            min(
+                self.admission_window_ms, self.logprob_max_wait_ms, self.chunk_budget_ms, self.inline_chunk_ms
+            )
+            < 0
+        ):
             raise ValueError("waits and budgets must be >= 0")
         if self.request_timeout_s <= 0:
             raise ValueError("request_timeout_s must be > 0")

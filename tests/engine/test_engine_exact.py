@@ -24,9 +24,11 @@ def log_probs(model, x: np.ndarray) -> np.ndarray:
         return model.log_prob(torch.as_tensor(x, dtype=torch.float64)).numpy()
 
 
-@pytest.mark.parametrize("backend", ["numba", "torch"])
+# inline_chunk_ms 0: every chunk goes to the worker thread; 1000: every CPU chunk without a prefill
+# runs on the event-loop thread
+@pytest.mark.parametrize(("backend", "inline_ms"), [("numba", 0.0), ("numba", 1000.0), ("torch", 0.0)])
 @pytest.mark.parametrize("case", list(CASES))
-def test_concurrent_requests_equal_reference_alone(backend, case):
+def test_concurrent_requests_equal_reference_alone(backend, inline_ms, case):
     model = make_model(**CASES[case])
     d = model.data_dim
     known = reference(model, 1, seed=999)[0]
@@ -43,11 +45,20 @@ def test_concurrent_requests_equal_reference_alone(backend, case):
             else:
                 calls.append(engine.complete(known, n_known, n, seed))
             await asyncio.sleep(0.0005 * (seed % 4))  # arrivals while others are mid-loop
-        return await asyncio.gather(*calls), engine.stats()
+        outs = await asyncio.gather(*calls)
+        inline = engine._loop.counters.chunks_inline
+        assert (inline > 0) == (inline_ms > 0 and backend == "numba"), inline
+        return outs, engine.stats()
 
     # few active rows and short chunks: requests queue, join mid-loop and are admitted piecewise
     outs, stats = run_engine(
-        model, body, backend=backend, max_active_rows=5, steps_per_chunk=3, chunk_budget_ms=0
+        model,
+        body,
+        backend=backend,
+        max_active_rows=5,
+        steps_per_chunk=3,
+        chunk_budget_ms=0,
+        inline_chunk_ms=inline_ms,
     )
     for (kind, n, seed, n_known), out in zip(jobs, outs, strict=True):
         expect = reference(model, n, seed, known if kind == "complete" else None, n_known)
