@@ -6,7 +6,9 @@ completions), advance every active row, read out the rows that finished. The eve
 responsive meanwhile, and requests join at the next chunk. A chunk lasts at least ``steps_per_chunk``
 steps and otherwise until its first row finishes, within about ``chunk_budget_ms`` of estimated
 compute; a submission or a cancellation preempts it after the current step (a flag the kernel
-polls), so long chunks cost no admission latency. A step that raises fails the requests whose rows were in it, and nothing else.
+polls), so long chunks cost no admission latency. A chunk estimated below ``inline_chunk_ms`` (a
+lone small request) runs on the event-loop thread instead of paying two thread hand-offs. A step
+that raises fails the requests whose rows were in it, and nothing else.
 """
 
 from __future__ import annotations
@@ -270,11 +272,11 @@ class SamplingLoop:
         units = _work_units(before, steps, after, d)
         c.steps_run += steps
         c.chunks_run += 1
-        if units > 0:
+        if units > 0 and elapsed > 0:
             per = elapsed / units
             c.unit_s = per if c.unit_s is None else 0.8 * c.unit_s + 0.2 * per
         row_steps = int(done.sum())
-        if row_steps > 0:
+        if row_steps > 0 and elapsed > 0:
             rate = len(before) / (d * elapsed / row_steps)  # rows per second at this chunk's pace
             c.rows_per_s = rate if c.rows_per_s is None else 0.8 * c.rows_per_s + 0.2 * rate
         self.metrics.step(elapsed / steps, len(before))
