@@ -35,8 +35,9 @@ DATA ?= mnist
 train: $(STAMP)
 	$(BIN)/python -m service.training train --preset $(DATA) $(ARGS)
 
+MODEL ?= models/mnist
 eval: $(STAMP)
-	$(BIN)/python -m service.training eval models/mnist --data ../shared/data/binarized_mnist.npz $(ARGS)
+	$(BIN)/python -m service.training eval $(MODEL) --data ../shared/data/binarized_mnist.npz $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.engine $(ARGS)

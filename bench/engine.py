@@ -240,7 +240,7 @@ Notes
 - "64 concurrent callers": `asyncio.gather` of 64 `sample(1)` calls vs one `sample(64)`, medians of rounds.
 - Engine defaults (`EngineConfig()`): numba backend, float32 model, blocks of 16 rows; a chunk runs
   until its first row finishes, within a 50 ms compute budget, and is preempted by arrivals; chunks
-  estimated under 0.5 ms run on the event-loop thread. Three 256-sample requests warm the engine first.
+  estimated under 1 ms run on the event-loop thread. Three 256-sample requests warm the engine first.
 """
 
 

@@ -54,7 +54,7 @@ class Settings(BaseSettings):
         50.0, ge=0, description="Compute a sampling chunk may grow to (arrivals and cancels preempt it)."
     )
     inline_chunk_ms: float = Field(
-        0.5,
+        1.0,
         ge=0,
         description="CPU chunks estimated below this run on the event loop (no hand-off); 0 = never.",
     )

@@ -215,6 +215,8 @@ class NumbaRunner:
         """Order ``slots`` by (mask, position) and cut runs of equal keys into blocks of at most
         ``block_rows`` (fewer when there are few rows, so every thread gets some); returns the ordered
         slots and the block boundaries."""
+        if len(slots) == 1:
+            return slots, np.array([0, 1], dtype=np.int64)
         kk, pos = self.kk[slots], self.pos[slots]
         order = np.lexsort((slots, pos, kk))
         ordered = slots[order]

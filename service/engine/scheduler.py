@@ -91,6 +91,7 @@ class Scheduler:
         self._owner: list[tuple[Request, int] | None] = [None] * max_active_rows
         self._pos = np.zeros(max_active_rows, dtype=np.int64)
         self._end = np.zeros(max_active_rows, dtype=np.int64)
+        self._occupied = np.zeros(max_active_rows, dtype=bool)
         self._active: np.ndarray | None = None  # cached sorted occupied slots
         self._free: list[int] = list(range(max_active_rows - 1, -1, -1))  # pop() gives lowest slot
         self._queued_rows = 0
@@ -165,6 +166,7 @@ class Scheduler:
             slots = [self._free.pop() for _ in rows]
             for r, s in zip(rows, slots, strict=True):
                 self._owner[s] = (req, r)
+                self._occupied[s] = True
                 self._pos[s] = req.start
                 self._end[s] = req.end
                 req.slots[r] = s
@@ -182,7 +184,7 @@ class Scheduler:
     def active_slots(self) -> np.ndarray:
         """Occupied slots in increasing order."""
         if self._active is None:
-            self._active = np.array([s for s, o in enumerate(self._owner) if o is not None], dtype=np.int64)
+            self._active = np.flatnonzero(self._occupied).astype(np.int64)
         return self._active
 
     def owner(self, slot: int) -> tuple[Request, int] | None:
@@ -257,6 +259,7 @@ class Scheduler:
 
     def _release(self, slot: int) -> None:
         self._owner[slot] = None
+        self._occupied[slot] = False
         self._end[slot] = 0
         self._active = None
         self._free.append(slot)

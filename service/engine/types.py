@@ -45,7 +45,7 @@ class EngineConfig:
     request_timeout_s: float = 60.0
     backend: str = "auto"  # "auto" | "numba" | "torch"  (auto: numba on CPU, torch batched on CUDA)
     chunk_budget_ms: float = 50.0
-    inline_chunk_ms: float = 0.5
+    inline_chunk_ms: float = 1.0
 
     def __post_init__(self) -> None:
         if self.max_active_rows < 1:

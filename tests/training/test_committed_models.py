@@ -8,14 +8,17 @@ from service.training.evaluate import split_metrics
 
 from .conftest import FACES, MNIST, ROOT
 
-MNIST_MODEL = ROOT / "models" / "mnist"
+MNIST_MODELS = ["mnist", "mnist-wide", "mnist-ensemble"]
 FACES_MODEL = ROOT / "models" / "faces"
 
 
 @pytest.mark.skipif(not MNIST.is_file(), reason=f"{MNIST} not present (shared data is optional)")
-@pytest.mark.skipif(not (MNIST_MODEL / "card.json").is_file(), reason="models/mnist not committed")
-def test_mnist_model_matches_its_card_on_the_first_1000_test_images():
-    model, card = load_model(MNIST_MODEL)
+@pytest.mark.parametrize("name", MNIST_MODELS)
+def test_mnist_model_matches_its_card_on_the_first_1000_test_images(name):
+    folder = ROOT / "models" / name
+    if not (folder / "card.json").is_file():
+        pytest.skip(f"models/{name} not committed")
+    model, card = load_model(folder)
     claimed = card["metrics"]["test_first1000"]
     assert claimed["n"] == 1000
     got = split_metrics(model, load_mnist(MNIST).test[:1000])
