@@ -178,9 +178,9 @@ class SamplingLoop:
             return
         ends = sched.ends(slots)
         before = sched.positions(slots)
-        steps = self._chunk_steps(before, ends)
+        steps, units = self._chunk_steps(before, ends)
         self.runner.preempt[0] = 0  # a submission or cancellation from now on ends the chunk early
-        if self._inline(admitted, before, ends, steps):
+        if self._inline(admitted, units):
             self.counters.chunks_inline += 1
             failures, slots, result = self._work(admitted, slots, ends, steps)
         else:  # one hand-off to the worker per chunk: place admitted rows, advance all, read finished
@@ -233,37 +233,38 @@ class SamplingLoop:
             return failures, slots, e
         return failures, slots, (pos, elapsed, done, x, lp)
 
-    def _inline(self, admitted: list[Admission], pos: np.ndarray, ends: np.ndarray, steps: int) -> bool:
-        """Run this chunk on the event-loop thread? Only a CPU chunk estimated below
-        ``inline_chunk_ms`` with no prefill: two thread hand-offs (about 0.3 ms) would cost more than
-        the compute, and the event loop is held no longer than that."""
+    def _inline(self, admitted: list[Admission], units: float) -> bool:
+        """Run this chunk (``units`` of work, see :func:`_work_units`) on the event-loop thread? Only a
+        CPU chunk estimated below ``inline_chunk_ms`` with no prefill: two thread hand-offs (about
+        0.3 ms) would cost more than the compute, and the event loop is held no longer than that."""
         per, limit = self.counters.unit_s, self.config.inline_chunk_ms / 1000.0
         if per is None or limit <= 0 or self.runner.backend != "numba":
             return False
         if any(adm.request.payload.n_known for adm in admitted):
             return False
-        return per * _work_units(pos, steps, ends, self.model.data_dim) <= limit
+        return per * units <= limit
 
-    def _chunk_steps(self, pos: np.ndarray, ends: np.ndarray) -> int:
+    def _chunk_steps(self, pos: np.ndarray, ends: np.ndarray) -> tuple[int, float]:
         """Steps until the first row finishes (so its request returns at once), at least
         ``steps_per_chunk``, and fewer if the estimated compute exceeds ``chunk_budget_ms`` (or the time
-        to the nearest deadline)."""
+        to the nearest deadline); with their work units (:func:`_work_units`)."""
         cfg, d = self.config, self.model.data_dim
         steps = min(d, max(cfg.steps_per_chunk, int((ends - pos).min())))
         per = self.counters.unit_s
         if per is None:  # the first chunk calibrates the estimate
-            return min(steps, cfg.steps_per_chunk)
+            steps = min(steps, cfg.steps_per_chunk)
+            return steps, _work_units(pos, steps, ends, d)
+        units = _work_units(pos, steps, ends, d)
         if per > 0:
             nearest = min((r.deadline for r in self.sched.pending()), default=math.inf)
             budget = min(cfg.chunk_budget_ms / 1000.0, nearest - time.monotonic()) / per
-            lo = min(steps, cfg.steps_per_chunk)
-            if _work_units(pos, steps, ends, d) > budget:  # largest step count within the budget
-                hi = steps
+            if units > budget:  # the largest step count within the budget
+                lo, hi = min(steps, cfg.steps_per_chunk), steps
                 while lo < hi:
                     mid = (lo + hi + 1) // 2
                     lo, hi = (mid, hi) if _work_units(pos, mid, ends, d) <= budget else (lo, mid - 1)
-                steps = lo
-        return steps
+                steps, units = lo, _work_units(pos, lo, ends, d)
+        return steps, units
 
     def _record_chunk(self, elapsed: float, before: np.ndarray, after: np.ndarray) -> None:
         c, d = self.counters, self.model.data_dim

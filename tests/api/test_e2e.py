@@ -3,18 +3,14 @@ models, called over HTTP."""
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+
+from tests.client.server import process_server
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = REPO / "models"
@@ -25,48 +21,12 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
+    """The committed models served by a real process; on exit it must have shut down gracefully."""
     log_path = tmp_path_factory.mktemp("e2e") / "server.log"
-    env = {**os.environ, "MADE_DEVICE": "cpu", "MADE_LOG_JSON": "false", "OMP_NUM_THREADS": "1"}
-    env.update(MADE_DEFAULT_MODEL="mnist", MADE_MODEL_DIR=str(MODELS))
-    env.pop("MADE_API_KEY", None)
-    cmd = [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    url = f"http://127.0.0.1:{port}"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 180
-            while not _ready(url):
-                if proc.poll() is not None:
-                    pytest.fail(f"server exited with {proc.returncode}:\n{log_path.read_text()}")
-                if time.monotonic() > deadline:
-                    pytest.fail(f"server not ready within 180 s:\n{log_path.read_text()}")
-                time.sleep(0.25)
-            yield url
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                # uvicorn shuts down gracefully, then re-raises the signal it caught.
-                assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-    assert "Application shutdown complete" in log_path.read_text()
-
-
-def _ready(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200
-    except httpx.TransportError:
-        return False
+    with process_server(MODELS, log_path, MADE_DEFAULT_MODEL="mnist") as url:
+        yield url
 
 
 def test_serves_the_committed_mnist_model(server: str) -> None:

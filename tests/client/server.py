@@ -81,7 +81,7 @@ def thread_server(repo: Path, **overrides: Any) -> Iterator[str]:
 @contextmanager
 def process_server(repo: Path, log_path: Path, **env: str) -> Iterator[str]:
     """``python -m service serve`` as a real process on a free loopback port; yields its base URL once
-    ready, and stops it with SIGTERM."""
+    ready, stops it with SIGTERM and raises if it did not shut down gracefully."""
     port = free_port()
     environ = {
         **os.environ,
@@ -108,10 +108,14 @@ def process_server(repo: Path, log_path: Path, **env: str) -> Iterator[str]:
         finally:
             proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(timeout=30)
+                code: int | None = proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+                code = None
+    # reached only when the body raised nothing: uvicorn shuts down gracefully, then re-raises SIGTERM
+    if code not in (0, -signal.SIGTERM) or "Application shutdown complete" not in log_path.read_text():
+        raise RuntimeError(f"server did not stop gracefully (exit {code}):\n{log_path.read_text()}")
 
 
 def _ready(url: str) -> bool:

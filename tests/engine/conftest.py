@@ -11,23 +11,18 @@ import pytest
 import torch
 
 from service.engine import Engine, EngineConfig
-from service.made import MADE, MADEConfig, sample_reference, seeded_uniforms
+from service.made import MADE, sample_reference, seeded_uniforms
+from tests.made.conftest import BERN, LOGI
+from tests.made.conftest import make_model as _make_model
 
 T = TypeVar("T")
 
-BERN = {"type": "bernoulli"}
-LOGI = {"type": "discretized_logistic", "n_bins": 256, "n_components": 2}
+__all__ = ["BERN", "LOGI", "make_model", "reference", "run_engine"]
 
 
 def make_model(seed: int = 0, **kw: object) -> MADE:
-    """A float64 MADE (D=16 unless told) whose every weight, direct ones included, is random."""
-    cfg = MADEConfig(**{"data_dim": 16, "hidden": (24,), **kw})  # type: ignore[arg-type]
-    torch.manual_seed(seed)
-    model = MADE(cfg).double()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.7)
-    return model.eval()
+    """:func:`tests.made.conftest.make_model` with D=16 and 24 hidden units unless told."""
+    return _make_model(seed, **{"data_dim": 16, "hidden": (24,), **kw})
 
 
 def reference(
