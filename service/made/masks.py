@@ -79,28 +79,55 @@ def input_degrees(order: torch.Tensor) -> torch.Tensor:
 
 
 def draw_hidden_degrees(
-    d: int, widths: Sequence[int], generator: torch.Generator | None = None
+    d: int,
+    widths: Sequence[int],
+    generator: torch.Generator | None = None,
+    weights: torch.Tensor | None = None,
 ) -> list[torch.Tensor]:
     """Hidden degrees for each layer, values in ``min(previous)..D-1``.
 
     When a layer is at least as wide as the range, every value appears at least once (so every
     conditional gets capacity) and the rest are drawn uniformly; narrower layers take distinct
     values spread evenly over the range with a random offset.
+
+    ``weights`` (``D-1`` non-negative numbers, one per degree ``1..D-1``) replaces "uniformly" and
+    "evenly": the extra units sit at evenly spaced quantiles of the weighted distribution, so more
+    units get the degrees where the data carries information (a degree-``m`` unit is the first to
+    see input ``m``; a pixel that is always 0 adds nothing).
+
+    >>> w = torch.tensor([0.0, 0.0, 1.0])  # only degree 3 (the third input) carries information
+    >>> sorted(draw_hidden_degrees(4, [6], torch.Generator().manual_seed(0), w)[0].tolist())
+    [1, 2, 3, 3, 3, 3]
     """
     if d < 2:
         raise ValueError("MADE needs at least two dimensions")
+    if weights is not None:
+        weights = torch.as_tensor(weights, dtype=torch.float64)
+        if weights.shape != (d - 1,) or not bool((weights >= 0).all()) or float(weights.sum()) <= 0:
+            raise ValueError(f"weights must be {d - 1} non-negative numbers, not all zero")
     out: list[torch.Tensor] = []
     low = 1
     for h in widths:
         values = torch.arange(low, d, dtype=torch.long)
         n = values.numel()
-        if h >= n:
-            extra = torch.randint(low, d, (h - n,), generator=generator, dtype=torch.long)
-            deg = torch.cat([values, extra])
+        if weights is None:
+            if h >= n:
+                extra = torch.randint(low, d, (h - n,), generator=generator, dtype=torch.long)
+                deg = torch.cat([values, extra])
+            else:
+                offset = torch.rand((), generator=generator).item()
+                idx = ((torch.arange(h, dtype=torch.float64) + offset) * n / h).long().clamp_(max=n - 1)
+                deg = values[idx]
         else:
-            offset = torch.rand((), generator=generator).item()
-            idx = ((torch.arange(h, dtype=torch.float64) + offset) * n / h).long().clamp_(max=n - 1)
-            deg = values[idx]
+            w = weights[low - 1 :]
+            if float(w.sum()) <= 0:
+                w = torch.ones_like(w)
+            n_spread = h - n if h >= n else h
+            offset = torch.rand((), generator=generator, dtype=torch.float64)
+            q = (torch.arange(n_spread, dtype=torch.float64) + offset) / max(n_spread, 1)
+            cdf = torch.cumsum(w, 0) / w.sum()
+            idx = torch.searchsorted(cdf, q, right=True).clamp_(max=n - 1)
+            deg = torch.cat([values, values[idx]]) if h >= n else values[idx]
         deg = deg[torch.randperm(h, generator=generator)]
         out.append(deg)
         low = int(deg.min())

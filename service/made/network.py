@@ -165,6 +165,17 @@ class MADE(nn.Module):
             self.direct_layer = MaskedLinear(cfg.data_dim, cfg.data_dim * self.dist.n_params, dm, bias=False)
             nn.init.zeros_(self.direct_layer.weight)
 
+    def redraw_hidden_degrees(self, weights: torch.Tensor) -> None:
+        """Redraw every mask's hidden degrees with per-degree ``weights`` (see ``draw_hidden_degrees``),
+        seeded by ``mask_seed`` as at construction, and rebuild the masks. Call before training: the
+        degrees are saved with the weights, so a loaded model keeps them."""
+        cfg = self.config
+        gen = torch.Generator().manual_seed(cfg.mask_seed)
+        hid_deg = [draw_hidden_degrees(cfg.data_dim, cfg.hidden, gen, weights) for _ in range(cfg.num_masks)]
+        for layer in range(len(cfg.hidden)):
+            self.hidden_degrees(layer).copy_(torch.stack([hd[layer] for hd in hid_deg]))
+        self.refresh_masks()
+
     def refresh_masks(self) -> None:
         """Recompute every mask from the degree buffers (after loading degrees from a checkpoint)."""
         k_masks = self.num_masks

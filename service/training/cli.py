@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ..made import MADE, CheckpointError, MADEConfig, load_model
-from .data import DATASETS, load_dataset
+from .data import DATASETS, load_dataset, pixel_entropy
 from .evaluate import nll_report, split_metrics
 from .export import device_description, export_run, read_run, write_run
 from .loop import TrainConfig, train
@@ -55,6 +55,9 @@ _TRAIN_KEYS = [
     "hflip",
     "dropout",
     "plateau_patience",
+    "ema",
+    "valid_keep",
+    "degrees",
 ]
 
 
@@ -102,6 +105,19 @@ def _add_train(sub: Any) -> None:
         "--hflip", action=argparse.BooleanOptionalAction, default=None, help="random left-right mirroring"
     )
     p.add_argument("--dropout", type=float, help="dropout rate on hidden units while training")
+    p.add_argument(
+        "--ema", type=float, help="decay of a moving average of the weights (validated and exported); 0 = off"
+    )
+    p.add_argument(
+        "--valid-keep",
+        type=int,
+        help="keep this many (seeded random) validation images for early stopping; the rest join train",
+    )
+    p.add_argument(
+        "--degrees",
+        choices=["uniform", "entropy"],
+        help="extra hidden degrees drawn uniformly, or where the training pixels have entropy",
+    )
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/train.state.pt")
     p.add_argument("--samples", type=int, default=64, help="samples drawn for samples.png")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar (epoch lines still print)")
@@ -142,6 +158,9 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
     settings.setdefault("hflip", False)
     settings.setdefault("dropout", 0.0)
     settings.setdefault("plateau_patience", 3)
+    settings.setdefault("ema", 0.0)
+    settings.setdefault("valid_keep", None)
+    settings.setdefault("degrees", "uniform")
     for key in _TRAIN_KEYS:
         value = getattr(args, key, None)
         if value is not None:
@@ -167,15 +186,26 @@ def _made_config(settings: dict[str, Any], data_dim: int, distribution: dict[str
     )
 
 
+def entropy_degree_weights(model: MADE, train_x: torch.Tensor, floor: float = 1e-3) -> torch.Tensor:
+    """Weight of hidden degree ``m`` (``1..D-1``): the entropy of the ``m``-th input in the ordering,
+    the one a degree-``m`` unit is first to see, plus ``floor`` times the largest so none is zero."""
+    if not model.shares_ordering():
+        raise ValueError("--degrees entropy needs one ordering shared by every mask")
+    h = pixel_entropy(train_x)[model.ordering(0)[:-1]]
+    return h + floor * float(h.max())
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     settings = resolve_settings(args)
     if settings["threads"]:
         torch.set_num_threads(int(settings["threads"]))
     run_dir = Path(args.run_dir or f"runs/{settings['name']}")
-    data = load_dataset(settings["dataset"], settings.get("data"))
+    data = load_dataset(settings["dataset"], settings.get("data"), valid_keep=settings["valid_keep"])
     torch.manual_seed(int(settings["seed"]))
     config = _made_config(settings, data.data_dim, data.distribution)
     model = MADE(config)
+    if settings["degrees"] == "entropy":
+        model.redraw_hidden_degrees(entropy_degree_weights(model, data.train))
     settings["parameters"] = sum(p.numel() for p in model.parameters())
     settings["device_description"] = device_description(settings["device"], settings["threads"])
     if args.resume and (run_dir / "run.json").is_file():
@@ -197,6 +227,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         grad_clip=settings["grad_clip"],
         hflip=bool(settings["hflip"]),
         dropout=float(settings["dropout"]),
+        ema=float(settings["ema"]),
         plateau_patience=int(settings["plateau_patience"]),
         image_shape=data.shape,
     )
@@ -244,7 +275,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     model, card = load_model(args.model_dir, device=args.device)
-    data = load_dataset(_kind_of(card), args.data)
+    data = load_dataset(_kind_of(card), args.data, valid_keep=card.get("training", {}).get("valid_keep"))
     if data.data_dim != model.data_dim:
         raise ValueError(f"data has {data.data_dim} dimensions, the model {model.data_dim}")
     x = data.split(args.split)

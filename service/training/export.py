@@ -74,11 +74,12 @@ def export_run(
     st = torch.load(run_dir / STATE_FILE, map_location="cpu", weights_only=False)
     model = MADE(MADEConfig.from_dict(st["made_config"]))
     model.load_state_dict(st["best_state"])
+    model.refresh_masks()  # the degrees come with the state (they may have been redrawn from data)
     model.eval()
     storage = getattr(torch, settings["storage"])
     _round_to_storage(model, storage)
     if data is None:
-        data = load_dataset(settings["dataset"], settings.get("data"))
+        data = load_dataset(settings["dataset"], settings.get("data"), valid_keep=settings.get("valid_keep"))
     t0 = time.perf_counter()
     metrics: dict[str, Any] = {
         "valid": split_metrics(model, data.valid),

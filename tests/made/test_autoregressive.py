@@ -53,3 +53,18 @@ def test_verify_catches_a_broken_mask():
 def test_large_dimension_jacobian_is_chunked():
     model = make_model(data_dim=300, hidden=(64,), distribution=LOGI)
     verify_autoregressive(model)
+
+
+@pytest.mark.parametrize("hidden", [(30,), (6,), (20, 20)])
+def test_redrawn_weighted_degrees_keep_the_property(hidden):
+    model = make_model(hidden=hidden, num_masks=2, direct=True)
+    weights = torch.zeros(model.data_dim - 1)
+    weights[-3:] = 1.0
+    before = model.hidden_degrees(0).clone()
+    model.redraw_hidden_degrees(weights)
+    assert not torch.equal(before, model.hidden_degrees(0))
+    for k in range(model.num_masks):
+        x = torch.rand(model.data_dim, generator=torch.Generator().manual_seed(k)).round()
+        jac = jacobian(model, k, x.double())
+        assert (jac[~allowed_dependencies(model, k)] == 0).all()
+    verify_autoregressive(model)

@@ -51,3 +51,38 @@ def test_mask_rules():
     deg_h = torch.tensor([1, 2])
     assert hidden_mask(deg_h, deg_in).int().tolist() == [[1, 0, 0], [1, 1, 0]]
     assert output_mask(deg_in, deg_h).int().tolist() == [[0, 0], [1, 0], [1, 1]]
+
+
+@pytest.mark.parametrize("d,widths", [(10, (30,)), (10, (9, 30)), (40, (12,)), (40, (100, 100))])
+def test_weighted_degrees_keep_the_range_and_follow_the_weights(d, widths):
+    weights = torch.zeros(d - 1, dtype=torch.float64)
+    weights[d // 2 :] = 1.0  # only the second half of the degrees carries information
+    degs = draw_hidden_degrees(d, widths, torch.Generator().manual_seed(0), weights)
+    low = 1
+    for h, deg in zip(widths, degs, strict=True):
+        assert deg.shape == (h,) and int(deg.min()) >= low and int(deg.max()) <= d - 1
+        values = set(range(low, d))
+        if h >= len(values):  # every degree still appears once; the extra units go where the weight is
+            assert values <= set(deg.tolist())
+            counts = torch.bincount(deg, minlength=d)
+            assert (counts[low : d // 2 + 1] == 1).all()
+        else:  # narrow: every unit on a weighted degree
+            assert int(deg.min()) >= d // 2 + 1
+        low = int(deg.min())
+
+
+def test_weighted_degrees_are_spread_in_proportion_to_the_weights():
+    d, h = 101, 100 + 4000
+    weights = torch.ones(d - 1, dtype=torch.float64)
+    weights[:50] = 3.0  # degrees 1..50 get three times the weight of 51..100
+    (deg,) = draw_hidden_degrees(d, [h], torch.Generator().manual_seed(1), weights)
+    counts = torch.bincount(deg, minlength=d)[1:] - 1  # the extras per degree
+    assert counts[:50].sum() == pytest.approx(3000, abs=2) and counts[50:].sum() == pytest.approx(1000, abs=2)
+    assert int(counts.max() - counts[:50].min()) <= 1  # evenly spaced quantiles, not a random draw
+
+
+def test_bad_degree_weights_are_refused():
+    gen = torch.Generator().manual_seed(0)
+    for bad in (torch.ones(5), -torch.ones(9), torch.zeros(9)):
+        with pytest.raises(ValueError, match="non-negative"):
+            draw_hidden_degrees(10, [20], gen, bad)

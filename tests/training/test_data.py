@@ -2,7 +2,14 @@ import numpy as np
 import pytest
 import torch
 
-from service.training.data import faces_split, load_dataset, load_digits, load_faces, load_mnist
+from service.training.data import (
+    faces_split,
+    load_dataset,
+    load_digits,
+    load_faces,
+    load_mnist,
+    pixel_entropy,
+)
 
 from .conftest import FACES, MNIST
 
@@ -59,3 +66,26 @@ def test_faces_loader():
     assert float(d.train.min()) >= 0 and float(d.train.max()) <= 255
     with np.load(FACES) as f:
         assert np.array_equal(d.test[0].numpy().reshape(64, 64), f["images"][9].astype(np.float32))
+
+
+def test_fold_valid_moves_all_but_a_seeded_subset_into_train():
+    d = load_digits()
+    f = d.fold_valid(100, seed=3)
+    assert [f.split(s).shape[0] for s in ("train", "valid", "test")] == [1297 + 150, 100, 250]
+    assert torch.equal(f.test, d.test) and torch.equal(f.train[:1297], d.train)
+    # moved + kept rows are exactly the old validation rows
+    old = sorted(map(tuple, d.valid.tolist()))
+    assert sorted(map(tuple, torch.cat([f.train[1297:], f.valid]).tolist())) == old
+    assert torch.equal(d.fold_valid(100, seed=3).valid, f.valid)
+    assert not torch.equal(d.fold_valid(100, seed=4).valid, f.valid)
+    assert "100 kept for early stopping" in f.card()["split"] and f.card()["sizes"]["valid"] == 100
+    assert load_dataset("digits", valid_keep=100).card()["sizes"]["train"] == 1447
+    for bad in (0, 251):
+        with pytest.raises(ValueError, match="valid_keep"):
+            d.fold_valid(bad)
+
+
+def test_pixel_entropy():
+    x = torch.tensor([[0.0, 1.0, 3.0], [0.0, 0.0, 1.0], [0.0, 1.0, 2.0], [0.0, 0.0, 0.0]])
+    h = pixel_entropy(x)
+    assert h.tolist() == pytest.approx([0.0, np.log(2), np.log(4)])

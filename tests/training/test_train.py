@@ -99,3 +99,34 @@ def test_train_log_prob_dropout_keeps_the_autoregressive_property():
         torch.manual_seed(7)
         total += float(train_log_prob(model, row[None], 0, 0.5).detach().exp())
     assert total == pytest.approx(1.0, abs=1e-5)
+
+
+def test_ema_weights_are_what_is_validated_and_exported(tmp_path):
+    from service.training.data import load_dataset
+    from service.training.loop import mean_nll
+
+    card = _train(tmp_path, "e", "me", "--epochs", "3", "--ema", "0.9", "--valid-keep", "150")
+    assert card["training"]["ema"] == 0.9 and card["data"]["sizes"]["valid"] == 150
+    valid = load_dataset("digits", valid_keep=150).valid
+    model, _ = load_model(tmp_path / "me")
+    best = card["training"]["best_valid_nll"]
+    assert mean_nll(model, valid) == pytest.approx(best, abs=1e-3)
+    st = torch.load(tmp_path / "e" / STATE_FILE, weights_only=False)
+    assert st["ema"]["n_averaged"] == st["step"]
+    raw = load_model(tmp_path / "me")[0]
+    raw.load_state_dict(st["model"])  # the last raw (non-averaged) weights validate differently
+    assert abs(mean_nll(raw, valid) - best) > 1e-3
+    plain = _train(tmp_path, "p", "mp", "--epochs", "3", "--valid-keep", "150")
+    assert plain["training"]["history"][0]["valid_nll"] != card["training"]["history"][0]["valid_nll"]
+
+
+def test_resume_with_ema_and_entropy_degrees_matches_an_uninterrupted_run(tmp_path):
+    extra = ["--ema", "0.95", "--degrees", "entropy"]
+    _train(tmp_path, "a", "ma", "--epochs", "2", *extra)
+    resumed = _train(tmp_path, "a", "ma", "--epochs", "3", "--resume", *extra)
+    straight = _train(tmp_path, "b", "mb", "--epochs", "3", *extra)
+    assert resumed["weights"]["sha256"] == straight["weights"]["sha256"]
+    assert straight["training"]["degrees"] == "entropy"
+    model, _ = load_model(tmp_path / "mb")  # loading re-verifies the autoregressive property
+    fresh = type(model)(model.config)
+    assert not torch.equal(model.hidden_degrees(0), fresh.hidden_degrees(0))  # the degrees come from the file
