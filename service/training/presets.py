@@ -16,8 +16,34 @@ PRESETS: dict[str, dict[str, Any]] = {
         "out": "models/mnist",
         "name": "mnist",
         "description": (
-            "MADE on binarized MNIST (28x28, Bernoulli outputs), natural raster ordering shared by every "
-            "mask, so any top part of an image can be conditioned on."
+            "MADE on binarized MNIST (28x28, Bernoulli outputs), 4000 hidden units: the best single-pass "
+            "likelihood here. Natural raster ordering, so any top part of an image can be conditioned on."
+        ),
+        "hidden": [4000],
+        "activation": "elu",
+        "direct": True,
+        "masks": 1,
+        "epochs": 80,
+        "batch_size": 100,
+        "lr": 1e-3,
+        "lr_schedule": "cosine",
+        "min_lr": 1e-5,
+        "dropout": 0.2,
+        "ema": 0.999,
+        "valid_keep": 1000,
+        "degrees": "entropy",
+        "patience": 10,
+        "select": "mask0",
+        "storage": "float16",
+    },
+    "mnist-fast": {
+        "dataset": "mnist",
+        "data": "../shared/data/binarized_mnist.npz",
+        "out": "models/mnist-fast",
+        "name": "mnist-fast",
+        "description": (
+            "MADE on binarized MNIST (28x28, Bernoulli outputs), 2000 hidden units: samples about twice "
+            "as fast as models/mnist for 1.2 nats less likelihood; natural raster ordering."
         ),
         "hidden": [2000],
         "activation": "elu",
@@ -32,29 +58,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "patience": 6,
         "select": "mask0",
         "storage": "float32",
-    },
-    "mnist-wide": {
-        "dataset": "mnist",
-        "data": "../shared/data/binarized_mnist.npz",
-        "out": "models/mnist-wide",
-        "name": "mnist-wide",
-        "description": (
-            "MADE on binarized MNIST (28x28, Bernoulli outputs), 3000 hidden units: the best single-pass "
-            "likelihood here, at about twice the sampling cost of models/mnist; raster ordering."
-        ),
-        "hidden": [3000],
-        "activation": "elu",
-        "direct": True,
-        "masks": 1,
-        "epochs": 400,
-        "batch_size": 100,
-        "lr": 1e-3,
-        "lr_schedule": "plateau",
-        "plateau_patience": 3,
-        "dropout": 0.2,
-        "patience": 8,
-        "select": "mask0",
-        "storage": "float16",
     },
     "mnist-ensemble": {
         "dataset": "mnist",
