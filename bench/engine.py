@@ -8,7 +8,8 @@ reference loop costs the same per step whatever the step, so by default it is ti
 loop; ``--full-reference`` runs it whole.
 
 Models: a fixed random 2x500 MADE on 784 dims (seeded), and any folder under ``models/`` named in
-``--models`` (default ``mnist``, ``mnist-fast`` and ``faces``) when present. ``--out FILE`` also writes the table as Markdown.
+``--models`` (default ``mnist``, ``mnist-fast`` and ``faces``) when present. ``--out FILE`` also
+writes the table as Markdown.
 """
 
 from __future__ import annotations

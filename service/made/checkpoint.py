@@ -157,9 +157,8 @@ def load_model(
             raise CheckpointError(
                 f"{weights}: tensor {name!r} has dtype {t.dtype}, expected {own[name].dtype}"
             )
-    model.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()})
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()})  # masks follow
     _check_degrees(model, str(weights))
-    model.refresh_masks()
     model.to(device).eval()
     if verify:
         try:

@@ -82,6 +82,11 @@ class MADEConfig:
         return cls(**d)
 
 
+def _refresh_after_load(module: nn.Module, incompatible_keys: object) -> None:
+    """``load_state_dict`` post-hook of :class:`MADE`: loaded degrees mean new masks."""
+    module.refresh_masks()  # type: ignore[operator]
+
+
 class MaskedLinear(nn.Linear):
     """``y = x (W * M)^T + b`` with a fixed 0/1 mask per ensemble member: ``mask[k]`` is ``(out, in)``."""
 
@@ -106,7 +111,6 @@ class MADE(nn.Module):
         self.dist: OutputDistribution = distribution_from_spec(config.distribution)
         d, k_masks = config.data_dim, config.num_masks
 
-        gen = torch.Generator().manual_seed(config.mask_seed)
         orders = []
         for k in range(k_masks):
             if config.vary_ordering and k > 0:
@@ -115,11 +119,13 @@ class MADE(nn.Module):
             else:
                 orders.append(make_ordering(config.ordering, d, config.ordering_seed))
         in_deg = torch.stack([input_degrees(o) for o in orders])  # (K, D)
-        hid_deg = [draw_hidden_degrees(d, config.hidden, gen) for _ in range(k_masks)]
         self.register_buffer("input_degrees", in_deg)
-        for layer in range(len(config.hidden)):
-            self.register_buffer(f"hidden_degrees_{layer}", torch.stack([hd[layer] for hd in hid_deg]))
+        for layer, deg in enumerate(self._draw_hidden_degrees()):
+            self.register_buffer(f"hidden_degrees_{layer}", deg)
         self._build_layers()
+        # the masks derive from the degree buffers, so every state-dict load (checkpoint, resume,
+        # best-so-far weights, a moving average) rebuilds them
+        self.register_load_state_dict_post_hook(_refresh_after_load)
 
     # --- structure ------------------------------------------------------------------------------
     @property
@@ -169,15 +175,19 @@ class MADE(nn.Module):
         """Redraw every mask's hidden degrees with per-degree ``weights`` (see ``draw_hidden_degrees``),
         seeded by ``mask_seed`` as at construction, and rebuild the masks. Call before training: the
         degrees are saved with the weights, so a loaded model keeps them."""
-        cfg = self.config
-        gen = torch.Generator().manual_seed(cfg.mask_seed)
-        hid_deg = [draw_hidden_degrees(cfg.data_dim, cfg.hidden, gen, weights) for _ in range(cfg.num_masks)]
-        for layer in range(len(cfg.hidden)):
-            self.hidden_degrees(layer).copy_(torch.stack([hd[layer] for hd in hid_deg]))
+        for layer, deg in enumerate(self._draw_hidden_degrees(weights)):
+            self.hidden_degrees(layer).copy_(deg)
         self.refresh_masks()
 
+    def _draw_hidden_degrees(self, weights: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Per hidden layer, the ``(K, H_l)`` degrees of every mask, drawn from ``mask_seed``."""
+        cfg = self.config
+        gen = torch.Generator().manual_seed(cfg.mask_seed)
+        per_mask = [draw_hidden_degrees(cfg.data_dim, cfg.hidden, gen, weights) for _ in range(cfg.num_masks)]
+        return [torch.stack([deg[layer] for deg in per_mask]) for layer in range(len(cfg.hidden))]
+
     def refresh_masks(self) -> None:
-        """Recompute every mask from the degree buffers (after loading degrees from a checkpoint)."""
+        """Recompute every mask from the degree buffers (done after every ``load_state_dict``)."""
         k_masks = self.num_masks
         degs = [self.input_degrees, *[self.hidden_degrees(i) for i in range(len(self.config.hidden))]]
         for i, layer in enumerate(self.hidden_layers):

@@ -73,8 +73,7 @@ def export_run(
     # Our own resume file (never a served artefact): it holds optimiser and RNG state, hence pickle.
     st = torch.load(run_dir / STATE_FILE, map_location="cpu", weights_only=False)
     model = MADE(MADEConfig.from_dict(st["made_config"]))
-    model.load_state_dict(st["best_state"])
-    model.refresh_masks()  # the degrees come with the state (they may have been redrawn from data)
+    model.load_state_dict(st["best_state"])  # degrees included (they may have been redrawn from data)
     model.eval()
     storage = getattr(torch, settings["storage"])
     _round_to_storage(model, storage)

@@ -207,12 +207,10 @@ def train(
         if st["made_config"] != model.config.to_dict():
             raise ValueError(f"{state_path}: saved for a different architecture; start a fresh run dir")
         model.load_state_dict(st["model"])
-        model.refresh_masks()
         if ema is not None:
             if st.get("ema") is None:
                 raise ValueError(f"{state_path}: saved without --ema; start a fresh run dir")
             ema.load_state_dict(st["ema"])
-            ema.module.refresh_masks()
         opt.load_state_dict(st["optimizer"])
         if sched is not None and st.get("scheduler") is not None:
             sched.load_state_dict(st["scheduler"])

@@ -68,3 +68,17 @@ def test_redrawn_weighted_degrees_keep_the_property(hidden):
         jac = jacobian(model, k, x.double())
         assert (jac[~allowed_dependencies(model, k)] == 0).all()
     verify_autoregressive(model)
+
+
+def test_loading_a_state_dict_rebuilds_the_masks_from_its_degrees():
+    src = make_model(hidden=(16, 16), num_masks=2, direct=True)
+    src.redraw_hidden_degrees(torch.arange(1.0, src.data_dim))
+    dst = make_model(hidden=(16, 16), num_masks=2, direct=True, mask_seed=7)
+    assert not torch.equal(dst.hidden_layers[0].masks, src.hidden_layers[0].masks)
+    dst.load_state_dict(src.state_dict())
+    for a, b in zip(dst.hidden_layers, src.hidden_layers, strict=True):
+        assert torch.equal(a.masks, b.masks)
+    assert torch.equal(dst.output_layer.masks, src.output_layer.masks)
+    x = torch.rand(3, src.data_dim, generator=torch.Generator().manual_seed(0)).round().double()
+    assert torch.equal(dst.log_prob(x, 1), src.log_prob(x, 1))
+    verify_autoregressive(dst)

@@ -101,7 +101,7 @@ def test_train_log_prob_dropout_keeps_the_autoregressive_property():
     assert total == pytest.approx(1.0, abs=1e-5)
 
 
-def test_ema_weights_are_what_is_validated_and_exported(tmp_path):
+def test_ema_weights_are_what_is_validated_and_exported(tmp_path, capsys):
     from service.training.data import load_dataset
     from service.training.loop import mean_nll
 
@@ -116,6 +116,10 @@ def test_ema_weights_are_what_is_validated_and_exported(tmp_path):
     raw = load_model(tmp_path / "me")[0]
     raw.load_state_dict(st["model"])  # the last raw (non-averaged) weights validate differently
     assert abs(mean_nll(raw, valid) - best) > 1e-3
+    # eval reads the fold from the card, so its valid split is the one the figure was taken on
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "me"), "--split", "valid", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["nll_nats"] == pytest.approx(best, abs=1e-3)
     plain = _train(tmp_path, "p", "mp", "--epochs", "3", "--valid-keep", "150")
     assert plain["training"]["history"][0]["valid_nll"] != card["training"]["history"][0]["valid_nll"]
 
