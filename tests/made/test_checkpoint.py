@@ -125,3 +125,54 @@ def test_non_finite_weights_are_refused(saved):
     drop_checksum(folder)
     with pytest.raises(CheckpointError, match="NaN"):
         load_model(folder)
+
+
+def test_masked_weights_are_stored_packed(tmp_path):
+    """Only the entries a mask keeps are written: about half of a MADE's weights, restored exactly."""
+    from safetensors.torch import load_file
+
+    model = make_model(data_dim=64, hidden=(256,), direct=True).float()
+    packed = save_model(tmp_path / "p", model, {})
+    dense = save_model(tmp_path / "d", model, {}, packed=False)
+    card = json.loads((packed / CARD_FILE).read_text())
+    assert card["weights"]["packed"] == ["direct_layer.weight", "hidden_layers.0.weight", "output_layer.weight"]
+    stored = load_file(str(packed / WEIGHTS_FILE))
+    assert stored["hidden_layers.0.weight"].shape == (int(model.hidden_layers[0].masks[0].sum()),)
+    assert (packed / WEIGHTS_FILE).stat().st_size < 0.6 * (dense / WEIGHTS_FILE).stat().st_size
+    x = torch.randint(0, 2, (6, 64)).float()
+    for folder in (packed, dense):  # both layouts load, to the same function
+        loaded, _ = load_model(folder)
+        assert torch.equal(loaded.log_prob(x), model.log_prob(x))
+    loaded, _ = load_model(packed)
+    for a, b in zip(loaded.hidden_layers, model.hidden_layers, strict=True):
+        assert torch.equal(a.weight, b.weight * b.masks[0])  # dropped entries come back as zeros
+
+
+def test_packed_ensemble_keeps_the_union_of_masks(tmp_path):
+    model = make_model(num_masks=3, hidden=(16, 12), direct=True).float()
+    folder = save_model(tmp_path / "k", model, {})
+    loaded, _ = load_model(folder)
+    x = torch.randint(0, 2, (5, 8)).float()
+    for k in range(3):
+        assert torch.equal(loaded.log_prob(x, k), model.log_prob(x, k))
+
+
+def test_packed_tensor_of_the_wrong_length_is_refused(saved):
+    from safetensors.torch import load_file, save_file
+
+    _, folder = saved
+    tensors = load_file(str(folder / WEIGHTS_FILE))
+    tensors["output_layer.weight"] = tensors["output_layer.weight"][:-1].contiguous()
+    save_file(tensors, str(folder / WEIGHTS_FILE))
+    drop_checksum(folder)
+    with pytest.raises(CheckpointError, match=r"packed tensor 'output_layer.weight' holds \(\d+,\) values"):
+        load_model(folder)
+
+
+def test_card_naming_a_non_masked_tensor_as_packed_is_refused(saved):
+    _, folder = saved
+    card = drop_checksum(folder)
+    card["weights"]["packed"].append("output_layer.bias")
+    (folder / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match="not masked weights"):
+        load_model(folder)
