@@ -37,3 +37,12 @@ def test_faces_model_matches_its_card_on_the_held_out_faces():
     got = split_metrics(model, load_faces(FACES).test)
     assert got["n"] == claimed["n"] == 20
     assert got["bits_per_dim"] == pytest.approx(claimed["bits_per_dim"], abs=1e-3)
+
+
+def test_every_committed_model_folder_is_under_20_mb():
+    """The repository's limit per model folder (weights, card and pictures together)."""
+    folders = [f for f in (ROOT / "models").iterdir() if f.is_dir()]
+    assert folders, "no committed models"
+    for folder in folders:
+        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        assert size < 20 * 10**6, f"{folder.name}: {size / 1e6:.1f} MB"
