@@ -199,6 +199,18 @@ class MADE(nn.Module):
                 [output_mask(out_deg[k], degs[0][k]) for k in range(k_masks)]
             )
 
+    @torch.no_grad()
+    def scale_outputs_(self, factor: float) -> None:
+        """Multiply every output parameter by ``factor`` (output weights and bias, direct weights).
+
+        For Bernoulli outputs the parameter is the logit ``a_d``, so ``factor = 1/T`` tempers every
+        conditional to ``sigmoid(a_d / T)``; each stays normalised and autoregressive.
+        """
+        self.output_layer.weight.mul_(factor)
+        self.output_layer.bias.mul_(factor)
+        if self.direct_layer is not None:
+            self.direct_layer.weight.mul_(factor)
+
     @property
     def activation(self) -> Any:
         return _ACTIVATIONS[self.config.activation]

@@ -27,6 +27,7 @@ __all__ = ["main"]
 
 # Flags that map onto a preset key of the same name (value None = take the preset's).
 _TRAIN_KEYS = [
+    "calibrate",
     "dataset",
     "data",
     "out",
@@ -118,6 +119,12 @@ def _add_train(sub: Any) -> None:
         choices=["uniform", "entropy"],
         help="extra hidden degrees drawn uniformly, or where the training pixels have entropy",
     )
+    p.add_argument(
+        "--calibrate",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="fit a logit temperature on the validation split when exporting (Bernoulli, 1 mask)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/train.state.pt")
     p.add_argument("--samples", type=int, default=64, help="samples drawn for samples.png")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar (epoch lines still print)")
@@ -127,6 +134,12 @@ def _add_export(sub: Any) -> None:
     p = sub.add_parser("export", help="write the best weights of a run directory as a model folder")
     p.add_argument("run_dir")
     p.add_argument("--out", help="model folder (default: the run's)")
+    p.add_argument(
+        "--calibrate",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="fit a logit temperature on the validation split (default: the run's setting)",
+    )
     p.add_argument("--samples", type=int, default=64)
     p.add_argument("--threads", type=int)
 
@@ -161,6 +174,7 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
     settings.setdefault("ema", 0.0)
     settings.setdefault("valid_keep", None)
     settings.setdefault("degrees", "uniform")
+    settings.setdefault("calibrate", False)
     for key in _TRAIN_KEYS:
         value = getattr(args, key, None)
         if value is not None:
@@ -203,6 +217,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     data = load_dataset(settings["dataset"], settings.get("data"), valid_keep=settings["valid_keep"])
     torch.manual_seed(int(settings["seed"]))
     config = _made_config(settings, data.data_dim, data.distribution)
+    if settings["calibrate"] and (config.distribution["type"] != "bernoulli" or config.num_masks != 1):
+        raise ValueError("--calibrate needs binary data (Bernoulli outputs) and a single mask")
     model = MADE(config)
     if settings["degrees"] == "entropy":
         model.redraw_hidden_degrees(entropy_degree_weights(model, data.train))
@@ -247,7 +263,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
-    card = export_run(args.run_dir, args.out, samples=args.samples)
+    card = export_run(args.run_dir, args.out, samples=args.samples, calibrate=args.calibrate)
     print(nll_report("valid", card["metrics"]["valid"]))
     print(nll_report("test", card["metrics"]["test"]))
     return 0

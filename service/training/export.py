@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from ..made import MADE, MADEConfig, save_model
+from .calibrate import calibrate as fit_and_apply_temperature
 from .data import Dataset, load_dataset
 from .evaluate import split_metrics
 from .images import save_completions, save_samples
@@ -66,8 +67,13 @@ def export_run(
     data: Dataset | None = None,
     samples: int = 64,
     seed: int = 0,
+    calibrate: bool | None = None,
 ) -> dict[str, Any]:
-    """Write the best weights of ``run_dir`` as a model folder; returns the card."""
+    """Write the best weights of ``run_dir`` as a model folder; returns the card.
+
+    ``calibrate`` (default: the run's setting) fits a logit temperature on the validation split and
+    folds it into the exported weights (see :mod:`service.training.calibrate`).
+    """
     run_dir = Path(run_dir)
     settings = read_run(run_dir)
     # Our own resume file (never a served artefact): it holds optimiser and RNG state, hence pickle.
@@ -79,6 +85,10 @@ def export_run(
     _round_to_storage(model, storage)
     if data is None:
         data = load_dataset(settings["dataset"], settings.get("data"), valid_keep=settings.get("valid_keep"))
+    calibration = None
+    if settings.get("calibrate", False) if calibrate is None else calibrate:
+        calibration = fit_and_apply_temperature(model, data.valid)
+        _round_to_storage(model, storage)  # the tempered weights, as they will be stored
     t0 = time.perf_counter()
     metrics: dict[str, Any] = {
         "valid": split_metrics(model, data.valid),
@@ -109,6 +119,7 @@ def export_run(
         "eval_time_s": round(eval_s, 1),
         "device": settings.get("device_description", tcfg["device"]),
         "metrics": metrics,
+        **({"calibration": calibration} if calibration else {}),
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     folder = Path(out or settings["out"])

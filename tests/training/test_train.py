@@ -134,3 +134,33 @@ def test_resume_with_ema_and_entropy_degrees_matches_an_uninterrupted_run(tmp_pa
     model, _ = load_model(tmp_path / "mb")  # loading re-verifies the autoregressive property
     fresh = type(model)(model.config)
     assert not torch.equal(model.hidden_degrees(0), fresh.hidden_degrees(0))  # the degrees come from the file
+
+
+def test_calibrated_export_records_and_applies_its_temperature(tmp_path, capsys):
+    from service.training.data import load_dataset
+    from service.training.loop import mean_nll
+
+    plain = _train(tmp_path, "c", "mp", "--epochs", "2", "--valid-keep", "150", "--masks", "1")
+    capsys.readouterr()
+    assert (
+        main(["export", str(tmp_path / "c"), "--out", str(tmp_path / "mc"), "--calibrate", "--samples", "4"])
+        == 0
+    )
+    card = read_card(tmp_path / "mc")
+    cal = card["calibration"]
+    assert cal["valid_nll_after"] <= cal["valid_nll_before"] and cal["temperature"] != 1.0
+    assert "calibration" not in plain
+    # the folded weights are exactly the trained ones with every output parameter divided by T
+    tempered, _ = load_model(tmp_path / "mc")
+    base, _ = load_model(tmp_path / "mp")
+    base.scale_outputs_(1.0 / cal["temperature"])
+    x = load_dataset("digits", valid_keep=150).valid
+    assert torch.allclose(tempered(x), base(x), atol=1e-4)
+    assert card["metrics"]["valid"]["nll_nats"] == pytest.approx(mean_nll(tempered, x), abs=1e-3)
+    assert card["metrics"]["valid"]["nll_nats"] <= plain["metrics"]["valid"]["nll_nats"] + 1e-3
+
+
+def test_calibrate_is_refused_for_gray_levels(tmp_path, capsys):
+    argv = ["train", "--preset", "digits-gray", "--run-dir", str(tmp_path / "g"), "--calibrate"]
+    assert main([*argv, "--out", str(tmp_path / "mg"), "--epochs", "1", "--no-progress"]) == 2
+    assert "--calibrate needs binary data" in capsys.readouterr().err
