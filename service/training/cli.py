@@ -224,9 +224,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         model.redraw_hidden_degrees(entropy_degree_weights(model, data.train))
     settings["parameters"] = sum(p.numel() for p in model.parameters())
     settings["device_description"] = device_description(settings["device"], settings["threads"])
+    settings["changed_on_resume"] = []
     if args.resume and (run_dir / "run.json").is_file():
         old = read_run(run_dir)
         settings["device_description"] = old.get("device_description", settings["device_description"])
+        # a resumed run may change settings (say, less dropout for the last epochs): keep the record
+        changed = {
+            k: [old[k], v]
+            for k, v in settings.items()
+            if k in old and old[k] != v and k not in ("device_description", "changed_on_resume")
+        }
+        settings["changed_on_resume"] = [*old.get("changed_on_resume", []), *([changed] if changed else [])]
     write_run(run_dir, settings)
     tcfg = TrainConfig(
         epochs=int(settings["epochs"]),

@@ -256,6 +256,7 @@ def train(
         evaluated = model if ema is None else ema.module
         row = {"epoch": float(epoch), "train_nll": total / seen, **_valid_metric(evaluated, valid_x, cfg)}
         row["lr"] = opt.param_groups[0]["lr"]
+        row["dropout"] = cfg.dropout  # a resumed run may change it (see the card's changed_on_resume)
         if not math.isfinite(row["train_nll"]):
             raise FloatingPointError(f"training diverged at epoch {epoch} (lower --lr or set --grad-clip)")
         metric = row[select_key]

@@ -164,3 +164,12 @@ def test_calibrate_is_refused_for_gray_levels(tmp_path, capsys):
     argv = ["train", "--preset", "digits-gray", "--run-dir", str(tmp_path / "g"), "--calibrate"]
     assert main([*argv, "--out", str(tmp_path / "mg"), "--epochs", "1", "--no-progress"]) == 2
     assert "--calibrate needs binary data" in capsys.readouterr().err
+
+
+def test_settings_changed_on_resume_are_recorded(tmp_path):
+    first = _train(tmp_path, "r", "mr", "--epochs", "2", "--dropout", "0.2")
+    assert first["training"]["changed_on_resume"] == []
+    card = _train(tmp_path, "r", "mr", "--epochs", "3", "--dropout", "0.1", "--resume")
+    assert card["training"]["changed_on_resume"] == [{"epochs": [2, 3], "dropout": [0.2, 0.1]}]
+    assert [h["dropout"] for h in card["training"]["history"]] == [0.2, 0.2, 0.1]
+    assert card["training"]["dropout"] == 0.1
