@@ -135,7 +135,11 @@ def test_masked_weights_are_stored_packed(tmp_path):
     packed = save_model(tmp_path / "p", model, {})
     dense = save_model(tmp_path / "d", model, {}, packed=False)
     card = json.loads((packed / CARD_FILE).read_text())
-    assert card["weights"]["packed"] == ["direct_layer.weight", "hidden_layers.0.weight", "output_layer.weight"]
+    assert card["weights"]["packed"] == [
+        "direct_layer.weight",
+        "hidden_layers.0.weight",
+        "output_layer.weight",
+    ]
     stored = load_file(str(packed / WEIGHTS_FILE))
     assert stored["hidden_layers.0.weight"].shape == (int(model.hidden_layers[0].masks[0].sum()),)
     assert (packed / WEIGHTS_FILE).stat().st_size < 0.6 * (dense / WEIGHTS_FILE).stat().st_size
