@@ -222,6 +222,11 @@ def train(
         best_state, history = st["best_state"], st["history"]
         _set_rng_state(st["rng"], shuffle_gen)
         tqdm.write(f"resumed from {state_path} at epoch {epoch} (best {best_nll:.3f} at epoch {best_epoch})")
+        if bad_epochs >= st["train_config"]["patience"]:
+            # the run had stopped itself: continuing it (say, with less dropout) restarts the count,
+            # while a run interrupted before its stop goes on exactly as if it never was
+            bad_epochs = 0
+            tqdm.write("it had stopped early; patience counts afresh from here")
 
     n = train_x.shape[0]
     k_masks = model.num_masks

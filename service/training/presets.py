@@ -35,6 +35,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "patience": 10,
         "select": "mask0",
         "storage": "float16",
+        "calibrate": True,
     },
     "mnist-fast": {
         "dataset": "mnist",

@@ -173,3 +173,15 @@ def test_settings_changed_on_resume_are_recorded(tmp_path):
     assert card["training"]["changed_on_resume"] == [{"epochs": [2, 3], "dropout": [0.2, 0.1]}]
     assert [h["dropout"] for h in card["training"]["history"]] == [0.2, 0.2, 0.1]
     assert card["training"]["dropout"] == 0.1
+
+
+def test_resuming_a_run_that_stopped_early_continues_it(tmp_path):
+    stop = ["--epochs", "60", "--patience", "1", "--lr", "3e-2"]
+    first = _train(tmp_path, "s", "ms", *stop)
+    ran = first["training"]["epochs_run"]
+    assert ran < 60  # it stopped itself: one epoch without a better validation figure
+    more = _train(tmp_path, "s", "ms", *stop, "--dropout", "0.1", "--resume")
+    assert more["training"]["epochs_run"] > ran  # patience counts afresh after the stop
+    assert [h["dropout"] for h in more["training"]["history"]][ran:] == [0.1] * (
+        more["training"]["epochs_run"] - ran
+    )
