@@ -59,6 +59,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "patience": 6,
         "select": "mask0",
         "storage": "float32",
+        "calibrate": True,
     },
     "mnist-ensemble": {
         "dataset": "mnist",
