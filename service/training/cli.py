@@ -55,6 +55,7 @@ _TRAIN_KEYS = [
     "grad_clip",
     "hflip",
     "dropout",
+    "dropout_until",
     "plateau_patience",
     "ema",
     "valid_keep",
@@ -106,6 +107,9 @@ def _add_train(sub: Any) -> None:
         "--hflip", action=argparse.BooleanOptionalAction, default=None, help="random left-right mirroring"
     )
     p.add_argument("--dropout", type=float, help="dropout rate on hidden units while training")
+    p.add_argument(
+        "--dropout-until", type=int, help="train without dropout after this epoch (a dropout-free tail)"
+    )
     p.add_argument(
         "--ema", type=float, help="decay of a moving average of the weights (validated and exported); 0 = off"
     )
@@ -170,6 +174,7 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
     settings.setdefault("grad_clip", None)
     settings.setdefault("hflip", False)
     settings.setdefault("dropout", 0.0)
+    settings.setdefault("dropout_until", None)
     settings.setdefault("plateau_patience", 3)
     settings.setdefault("ema", 0.0)
     settings.setdefault("valid_keep", None)
@@ -251,6 +256,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         grad_clip=settings["grad_clip"],
         hflip=bool(settings["hflip"]),
         dropout=float(settings["dropout"]),
+        dropout_until=settings["dropout_until"],
         ema=float(settings["ema"]),
         plateau_patience=int(settings["plateau_patience"]),
         image_shape=data.shape,

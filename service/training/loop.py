@@ -53,6 +53,7 @@ class TrainConfig:
     grad_clip: float | None = None
     hflip: bool = False
     dropout: float = 0.0
+    dropout_until: int | None = None  # epochs after this one train without dropout (a dropout-free tail)
     ema: float = 0.0
     image_shape: tuple[int, int] | None = None
 
@@ -189,6 +190,8 @@ def train(
     _seed_everything(cfg.seed)
     if not 0.0 <= cfg.ema < 1.0:
         raise ValueError(f"ema must be in [0, 1), got {cfg.ema}")
+    if cfg.dropout_until is not None and cfg.dropout_until < 0:
+        raise ValueError(f"dropout_until must be >= 0, got {cfg.dropout_until}")
     model.to(device).train()
     train_x = train_x.to(device)
     ema = _make_ema(model, cfg.ema)
@@ -235,6 +238,7 @@ def train(
         t0 = time.perf_counter()
         perm = torch.randperm(n, generator=shuffle_gen).to(device)
         total, seen = 0.0, 0
+        dropout = cfg.dropout if cfg.dropout_until is None or epoch < cfg.dropout_until else 0.0
         n_batches = math.ceil(n / cfg.batch_size)
         bar = tqdm(
             range(n_batches), desc=f"epoch {epoch + 1}", leave=False, disable=not progress, mininterval=2
@@ -243,7 +247,7 @@ def train(
             xb = train_x[perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]]
             if cfg.hflip:
                 xb = _random_hflip(xb, cfg.image_shape, shuffle_gen)
-            loss = -train_log_prob(model, xb, step % k_masks, cfg.dropout).mean()
+            loss = -train_log_prob(model, xb, step % k_masks, dropout).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:
@@ -261,7 +265,9 @@ def train(
         evaluated = model if ema is None else ema.module
         row = {"epoch": float(epoch), "train_nll": total / seen, **_valid_metric(evaluated, valid_x, cfg)}
         row["lr"] = opt.param_groups[0]["lr"]
-        row["dropout"] = cfg.dropout  # a resumed run may change it (see the card's changed_on_resume)
+        row["dropout"] = (
+            dropout  # --dropout-until, or a resumed run (the card's changed_on_resume), change it
+        )
         if not math.isfinite(row["train_nll"]):
             raise FloatingPointError(f"training diverged at epoch {epoch} (lower --lr or set --grad-clip)")
         metric = row[select_key]

@@ -185,3 +185,16 @@ def test_resuming_a_run_that_stopped_early_continues_it(tmp_path):
     assert [h["dropout"] for h in more["training"]["history"]][ran:] == [0.1] * (
         more["training"]["epochs_run"] - ran
     )
+
+
+def test_dropout_until_equals_stopping_and_resuming_without_dropout(tmp_path):
+    """A dropout-free tail in one run is the same training as a run resumed with ``--dropout 0``."""
+    common = ["--epochs", "4", "--dropout", "0.3", "--ema", "0.9"]
+    one = _train(tmp_path, "one", "m1", *common, "--dropout-until", "2")
+    assert [h["dropout"] for h in one["training"]["history"]] == [0.3, 0.3, 0.0, 0.0]
+    _train(tmp_path, "two", "m2", *common[:1], "2", *common[2:])
+    two = _train(tmp_path, "two", "m2", *common[:3], "0", *common[4:], "--resume")
+    assert [h["valid_nll"] for h in one["training"]["history"]] == pytest.approx(
+        [h["valid_nll"] for h in two["training"]["history"]], abs=1e-6
+    )
+    assert one["weights"]["sha256"] == two["weights"]["sha256"]
