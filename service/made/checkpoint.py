@@ -2,9 +2,9 @@
 
 Loading never unpickles: weights come from safetensors, the architecture from the card's ``config``
 (used to rebuild the model, nanoGPT style). Masked weight matrices are stored *packed*: only the
-entries some mask keeps, in row-major order (a MADE mask keeps about half of each matrix, so this halves
-the file); the masks themselves follow from the stored degrees, so nothing else is needed to unpack. A malformed, truncated or mismatched folder raises
-:class:`CheckpointError` naming the file and what is wrong, and a loaded model is checked for the
+entries some mask keeps, in row-major order (a MADE mask keeps about half of each matrix, so this
+halves the file); the masks follow from the stored degrees, so nothing else is needed to unpack.
+A malformed, truncated or mismatched folder raises :class:`CheckpointError` naming the file and what is wrong, and a loaded model is checked for the
 autoregressive property before it is returned.
 """
 
@@ -82,9 +82,9 @@ def save_model(
         k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu()).contiguous()
         for k, v in model.state_dict().items()
     }
-    packed_names = sorted(_masked_weights(model)) if packed else []
-    for name, keep in _masked_weights(model).items() if packed else ():
-        tensors[name] = tensors[name][keep.cpu()].contiguous()
+    keep = _masked_weights(model) if packed else {}
+    for name, mask in keep.items():
+        tensors[name] = tensors[name][mask.cpu()].contiguous()
     weights = folder / WEIGHTS_FILE
     tmp = weights.with_suffix(".tmp")
     save_file(tensors, str(tmp), metadata={"format": FORMAT})
@@ -97,7 +97,7 @@ def save_model(
         "file": WEIGHTS_FILE,
         "sha256": _sha256(weights),
         "dtype": str(dtype).removeprefix("torch."),
-        "packed": packed_names,
+        "packed": sorted(keep),
     }
     order = model.ordering(0).tolist()
     full["ordering"] = {
@@ -143,27 +143,30 @@ def _packed_names(card: dict[str, Any], weights: Path) -> list[str]:
     return names
 
 
-def _unpack(
-    model: MADE, tensors: dict[str, torch.Tensor], packed: list[str], where: str
-) -> dict[str, torch.Tensor]:
-    """Dense matrices from packed ones: the stored degrees give the masks, zeros fill what they drop."""
-    unknown = sorted(set(packed) - set(_masked_weights(model)))
-    if unknown:
-        raise CheckpointError(f"{where}: the card lists {unknown} as packed, but they are not masked weights")
-    if not packed:
-        return tensors
-    degrees = {k: v for k, v in tensors.items() if k == "input_degrees" or k.startswith("hidden_degrees_")}
-    own = model.state_dict()
-    for name, t in degrees.items():
+def _check_shapes(tensors: dict[str, torch.Tensor], own: dict[str, torch.Tensor], where: str) -> None:
+    for name, t in tensors.items():
         if tuple(t.shape) != tuple(own[name].shape):
             raise CheckpointError(
                 f"{where}: tensor {name!r} has shape {tuple(t.shape)}, the card's architecture needs "
                 f"{tuple(own[name].shape)}"
             )
+
+
+def _unpack(
+    model: MADE, tensors: dict[str, torch.Tensor], packed: list[str], where: str
+) -> dict[str, torch.Tensor]:
+    """Dense matrices from packed ones: the stored degrees give the masks, zeros fill what they drop."""
+    if not packed:
+        return tensors
+    degrees = {k: v for k, v in tensors.items() if k == "input_degrees" or k.startswith("hidden_degrees_")}
+    _check_shapes(degrees, model.state_dict(), where)
     model.load_state_dict(degrees, strict=False)  # the post-load hook rebuilds the masks
     _check_degrees(model, where)
-    out = dict(tensors)
     keep = _masked_weights(model)
+    unknown = sorted(set(packed) - set(keep))
+    if unknown:
+        raise CheckpointError(f"{where}: the card lists {unknown} as packed, but they are not masked weights")
+    out = dict(tensors)
     for name in packed:
         t, mask = tensors[name], keep[name]
         if t.dim() != 1 or t.numel() != int(mask.sum()):
@@ -214,12 +217,7 @@ def load_model(
                 f"{weights}: tensor {name!r} has dtype {t.dtype}, expected {own[name].dtype}"
             )
     tensors = _unpack(model, tensors, _packed_names(card, weights), str(weights))
-    for name, t in tensors.items():
-        if tuple(t.shape) != tuple(own[name].shape):
-            raise CheckpointError(
-                f"{weights}: tensor {name!r} has shape {tuple(t.shape)}, the card's architecture needs "
-                f"{tuple(own[name].shape)}"
-            )
+    _check_shapes(tensors, own, str(weights))
     model.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()})  # masks follow
     _check_degrees(model, str(weights))
     model.to(device).eval()

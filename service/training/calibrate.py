@@ -32,6 +32,12 @@ def _logits(model: MADE, x: torch.Tensor, batch_size: int) -> torch.Tensor:
     )
 
 
+def _check_calibratable(model: MADE) -> None:
+    """One scalar tempers Bernoulli logits; a logistic mixture or a K-mask mixture is not its job."""
+    if model.dist.spec()["type"] != "bernoulli" or model.num_masks != 1:
+        raise ValueError("temperature calibration needs a single-mask MADE with Bernoulli outputs")
+
+
 def _nll(logits: torch.Tensor, x: torch.Tensor, beta: float) -> float:
     """Mean NLL per example (nats) of ``x`` under ``sigmoid(beta * logits)``."""
     target = x.to(logits.device, logits.dtype)
@@ -43,11 +49,14 @@ def fit_temperature(
 ) -> float:
     """The ``T`` in ``[lo, hi]`` that minimises the mean NLL of ``x`` under ``sigmoid(a / T)``.
 
-    Only for Bernoulli outputs and one mask (the tempered mixture of K masks is not one scalar's job).
+    Only for Bernoulli outputs and one mask.
     """
-    if model.dist.spec()["type"] != "bernoulli" or model.num_masks != 1:
-        raise ValueError("temperature calibration needs a single-mask MADE with Bernoulli outputs")
-    logits = _logits(model, x, batch_size).double()
+    _check_calibratable(model)
+    return _fit(_logits(model, x, batch_size).double(), x, lo, hi, tol)
+
+
+def _fit(logits: torch.Tensor, x: torch.Tensor, lo: float, hi: float, tol: float) -> float:
+    """Golden-section search for the best ``T`` given the logits of ``x``."""
     a, b = 1.0 / hi, 1.0 / lo  # search over beta = 1/T, where the NLL is convex
     c, d = b - _GOLDEN * (b - a), a + _GOLDEN * (b - a)
     fc, fd = _nll(logits, x, c), _nll(logits, x, d)
@@ -63,15 +72,15 @@ def fit_temperature(
     return 2.0 / (a + b)
 
 
-def calibrate(model: MADE, x: torch.Tensor) -> dict[str, Any]:
+def calibrate(model: MADE, x: torch.Tensor, batch_size: int = 1000) -> dict[str, Any]:
     """Fit ``T`` on ``x`` and fold ``1/T`` into the output layer; returns what the model card records."""
-    logits = _logits(model, x, 1000).double()
-    before = _nll(logits, x, 1.0)
-    t = fit_temperature(model, x)
+    _check_calibratable(model)
+    logits = _logits(model, x, batch_size).double()  # one forward pass serves the fit and both figures
+    t = _fit(logits, x, 0.25, 4.0, 1e-5)
     model.scale_outputs_(1.0 / t)
     return {
         "temperature": round(t, 5),
         "fitted_on": f"validation split ({x.shape[0]} rows)",
-        "valid_nll_before": round(before, 4),
+        "valid_nll_before": round(_nll(logits, x, 1.0), 4),
         "valid_nll_after": round(_nll(logits, x, 1.0 / t), 4),
     }

@@ -195,8 +195,9 @@ def train(
     model.to(device).train()
     train_x = train_x.to(device)
     ema = _make_ema(model, cfg.ema)
-    # the fused kernel does Adam's update in one pass over each tensor: 1.4x per epoch for a 4000-unit
-    # MNIST model on 2 CPU threads, where the for-loop version spent a third of the step in sqrt/div
+    # the fused kernel does Adam's update in one pass over each tensor: 1.25-1.31x per step for a
+    # 4000-unit MNIST model on 2 CPU threads (bench/train_step.py), where the for-loop version spent
+    # about a third of the step in sqrt/div
     fused = device.type in ("cpu", "cuda")
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
     sched = _make_scheduler(opt, cfg)
@@ -265,9 +266,8 @@ def train(
         evaluated = model if ema is None else ema.module
         row = {"epoch": float(epoch), "train_nll": total / seen, **_valid_metric(evaluated, valid_x, cfg)}
         row["lr"] = opt.param_groups[0]["lr"]
-        row["dropout"] = (
-            dropout  # --dropout-until, or a resumed run (the card's changed_on_resume), change it
-        )
+        # --dropout-until, or a resumed run (the card's changed_on_resume), may change it
+        row["dropout"] = dropout
         if not math.isfinite(row["train_nll"]):
             raise FloatingPointError(f"training diverged at epoch {epoch} (lower --lr or set --grad-clip)")
         metric = row[select_key]
