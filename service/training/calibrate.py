@@ -4,6 +4,10 @@ An overfitted model is overconfident: its logits ``a_d`` are too large. One scal
 minimising the validation NLL of ``sigmoid(a_d / T)`` corrects that (temperature scaling, Guo et al.
 2017). The NLL is convex in ``beta = 1/T`` (a sum of softplus terms linear in ``beta``), so a
 golden-section search finds the minimum. The test split is never looked at.
+
+The same idea weighs several models pooled into one (:func:`service.made.merge.pool`): the pooled
+logit ``sum_i w_i a_i`` makes the validation NLL a logistic regression in ``w`` without intercept,
+convex, so Newton's method finds the weights (a temperature included: they need not sum to 1).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import torch.nn.functional as F
 
 from ..made import MADE
 
-__all__ = ["calibrate", "fit_temperature"]
+__all__ = ["calibrate", "fit_pool_weights", "fit_temperature"]
 
 _GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 
@@ -84,3 +88,46 @@ def calibrate(model: MADE, x: torch.Tensor, batch_size: int = 1000) -> dict[str,
         "valid_nll_before": round(_nll(logits, x, 1.0), 4),
         "valid_nll_after": round(_nll(logits, x, 1.0 / t), 4),
     }
+
+
+def fit_pool_weights(
+    models: list[MADE], x: torch.Tensor, batch_size: int = 1000, tol: float = 1e-10, max_iter: int = 50
+) -> tuple[list[float], dict[str, Any]]:
+    """Weights ``w`` minimising the mean NLL of ``x`` under ``sigmoid(sum_i w_i a_i)``; and a record.
+
+    Newton steps on the convex objective, halved until the NLL drops; starts from equal weights
+    summing to 1. The record holds each model's NLL of ``x``, the equal-weight pool's, and the fitted one's.
+    """
+    for m in models:
+        _check_calibratable(m)
+    a = torch.stack([_logits(m, x, batch_size).double() for m in models])  # (N, B, D)
+    target = x.to(a.device, torch.float64)
+    n, rows = a.shape[0], x.shape[0]
+
+    def nll(w: torch.Tensor) -> float:
+        z = torch.einsum("i,ibd->bd", w, a)
+        return float(F.binary_cross_entropy_with_logits(z, target, reduction="sum")) / rows
+
+    w = torch.full((n,), 1.0 / n, dtype=torch.float64, device=a.device)
+    f = equal = nll(w)
+    for _ in range(max_iter):
+        p = torch.sigmoid(torch.einsum("i,ibd->bd", w, a))
+        grad = torch.einsum("bd,ibd->i", p - target, a)
+        hess = torch.einsum("bd,ibd,jbd->ij", p * (1 - p), a, a)
+        step = torch.linalg.solve(hess, grad)
+        t = 1.0
+        while t > 1e-8 and nll(w - t * step) > f:
+            t /= 2
+        new = w - t * step
+        f_new = nll(new)
+        w, done = new, f - f_new < tol
+        f = min(f, f_new)
+        if done:
+            break
+    record = {
+        "fitted_on": f"validation split ({rows} rows)",
+        "valid_nll_sources": [round(nll(torch.eye(n, dtype=torch.float64)[i]), 4) for i in range(n)],
+        "valid_nll_equal_weights": round(equal, 4),
+        "valid_nll_after": round(f, 4),
+    }
+    return [float(v) for v in w], record

@@ -1,8 +1,10 @@
-"""Command line: ``python -m service.training {train,export,eval} ...``.
+"""Command line: ``python -m service.training {train,export,pool,eval} ...``.
 
 ``train`` resolves a preset plus flags into settings, trains (resumable), and exports the best weights
-as a model folder; ``export`` re-exports a run directory (also while it is still training); ``eval``
-prints held-out NLL of a model folder in nats and bits/dim, single mask and K-mask ensemble.
+as a model folder (a pooled preset trains each part, then pools them); ``export`` re-exports a run
+directory (also while it is still training); ``pool`` pools model folders into one wider MADE with
+weights fitted on validation data; ``eval`` prints held-out NLL of a model folder in nats and
+bits/dim, single mask and K-mask ensemble.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import torch
 
 from ..made import MADE, CheckpointError, MADEConfig, load_model
+from .cli_pool import add_pool_parser, cmd_pool, train_pooled
 from .data import DATASETS, load_dataset, pixel_entropy
 from .evaluate import nll_report, split_metrics
 from .export import device_description, export_run, read_run, write_run
@@ -215,6 +218,9 @@ def entropy_degree_weights(model: MADE, train_x: torch.Tensor, floor: float = 1e
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    parts = PRESETS[args.preset].get("pool")
+    if parts:
+        return train_pooled(args, parts, cmd_train)
     settings = resolve_settings(args)
     if settings["threads"]:
         torch.set_num_threads(int(settings["threads"]))
@@ -328,9 +334,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_export(sub)
+    add_pool_parser(sub)
     _add_eval(sub)
     args = parser.parse_args(argv)
-    commands = {"train": cmd_train, "export": cmd_export, "eval": cmd_eval}
+    commands = {"train": cmd_train, "export": cmd_export, "pool": cmd_pool, "eval": cmd_eval}
     try:
         return commands[args.command](args)
     except (FileNotFoundError, ValueError, CheckpointError) as e:

@@ -22,7 +22,16 @@ from .evaluate import split_metrics
 from .images import save_completions, save_samples
 from .loop import STATE_FILE
 
-__all__ = ["RUN_FILE", "device_description", "export_run", "read_run", "write_run"]
+__all__ = [
+    "RUN_FILE",
+    "device_description",
+    "export_run",
+    "held_out_metrics",
+    "read_run",
+    "round_to_storage",
+    "write_pictures",
+    "write_run",
+]
 
 RUN_FILE = "run.json"
 FIRST_N = 1000
@@ -54,13 +63,6 @@ def device_description(device: str, threads: int | None) -> str:
     return f"{device} ({n} thread{'s' if n != 1 else ''}, {cpu})"
 
 
-def _round_to_storage(model: MADE, dtype: torch.dtype) -> None:
-    """Round weights to the storage type and back, so metrics describe exactly what gets loaded."""
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(p.to(dtype).to(p.dtype))
-
-
 def export_run(
     run_dir: str | Path,
     out: str | Path | None = None,
@@ -82,20 +84,15 @@ def export_run(
     model.load_state_dict(st["best_state"])  # degrees included (they may have been redrawn from data)
     model.eval()
     storage = getattr(torch, settings["storage"])
-    _round_to_storage(model, storage)
+    round_to_storage(model, storage)
     if data is None:
         data = load_dataset(settings["dataset"], settings.get("data"), valid_keep=settings.get("valid_keep"))
     calibration = None
     if settings.get("calibrate", False) if calibrate is None else calibrate:
         calibration = fit_and_apply_temperature(model, data.valid)
-        _round_to_storage(model, storage)  # the tempered weights, as they will be stored
+        round_to_storage(model, storage)  # the tempered weights, as they will be stored
     t0 = time.perf_counter()
-    metrics: dict[str, Any] = {
-        "valid": split_metrics(model, data.valid),
-        "test": split_metrics(model, data.test),
-    }
-    if data.test.shape[0] > FIRST_N:
-        metrics[f"test_first{FIRST_N}"] = split_metrics(model, data.test[:FIRST_N])
+    metrics = held_out_metrics(model, data)
     eval_s = time.perf_counter() - t0
     tcfg = st["train_config"]
     history = st["history"]
@@ -124,12 +121,35 @@ def export_run(
     }
     folder = Path(out or settings["out"])
     save_model(folder, model, card, dtype=storage)
+    write_pictures(model, folder, data, samples, seed)
+    return card
+
+
+def round_to_storage(model: MADE, dtype: torch.dtype) -> None:
+    """Round weights to the storage type and back, so metrics describe exactly what gets loaded."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.to(dtype).to(p.dtype))
+
+
+def held_out_metrics(model: MADE, data: Dataset) -> dict[str, Any]:
+    """The card's ``metrics``: validation, test, and the first 1,000 test rows (what a quick check scores)."""
+    metrics: dict[str, Any] = {
+        "valid": split_metrics(model, data.valid),
+        "test": split_metrics(model, data.test),
+    }
+    if data.test.shape[0] > FIRST_N:
+        metrics[f"test_first{FIRST_N}"] = split_metrics(model, data.test[:FIRST_N])
+    return metrics
+
+
+def write_pictures(model: MADE, folder: Path, data: Dataset, samples: int, seed: int) -> None:
+    """``samples.png`` (a grid of draws) and ``completions.png`` (held-out images completed from their top)."""
     value_max = float(data.value_range[1])
     save_samples(model, folder / "samples.png", data.shape, value_max, n=samples, seed=seed)
     n_truth = min(10 if data.data_dim > 1000 else 8, data.test.shape[0])
     truth = _completion_truth(data, n_truth)
     save_completions(model, truth, folder / "completions.png", data.shape, value_max, seed=seed)
-    return card
 
 
 def _completion_truth(data: Dataset, n: int) -> torch.Tensor:
