@@ -8,7 +8,7 @@ reference loop costs the same per step whatever the step, so by default it is ti
 loop; ``--full-reference`` runs it whole.
 
 Models: a fixed random 2x500 MADE on 784 dims (seeded), and any folder under ``models/`` named in
-``--models`` (default ``mnist``, ``mnist-fast`` and ``faces``) when present. ``--out FILE`` also
+``--models`` (default ``mnist``, ``mnist-4k``, ``mnist-fast`` and ``faces``) when present. ``--out FILE`` also
 writes the table as Markdown.
 """
 
@@ -288,7 +288,9 @@ def main() -> None:
     p.add_argument("--ref-steps", type=int, default=48, help="reference-loop steps timed before scaling")
     p.add_argument("--full-reference", action="store_true", help="time the whole reference loop")
     p.add_argument(
-        "--models", default="random,mnist,mnist-fast,faces", help="'random' and/or folders under models/"
+        "--models",
+        default="random,mnist,mnist-4k,mnist-fast,faces",
+        help="'random' and/or folders under models/",
     )
     p.add_argument("--out", type=Path, help="also write the figures as Markdown here")
     args = p.parse_args()

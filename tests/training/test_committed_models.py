@@ -8,7 +8,7 @@ from service.training.evaluate import split_metrics
 
 from .conftest import FACES, MNIST, ROOT
 
-MNIST_MODELS = ["mnist", "mnist-fast", "mnist-ensemble"]
+MNIST_MODELS = ["mnist", "mnist-4k", "mnist-fast", "mnist-ensemble"]
 FACES_MODEL = ROOT / "models" / "faces"
 
 
