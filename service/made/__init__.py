@@ -2,6 +2,7 @@
 
 from .checkpoint import CheckpointError, load_model, read_card, save_model
 from .distributions import Bernoulli, DiscretizedLogistic, OutputDistribution, distribution_from_spec
+from .merge import pool
 from .network import MADE, MADEConfig, MaskedLinear
 from .sampling import (
     CachedPlan,
@@ -35,6 +36,7 @@ __all__ = [
     "draw_uniforms",
     "load_model",
     "pick_components",
+    "pool",
     "prefill",
     "prefix_log_probs",
     "read_card",

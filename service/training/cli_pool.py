@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..made import CheckpointError, read_card
 from .evaluate import nll_report
 from .pooling import export_pool
 from .presets import preset
@@ -53,8 +53,7 @@ def train_pooled(
         # each part keeps its own preset's name, description and folders; other flags apply to all
         own = {"preset": part, "out": None, "name": None, "description": None, "run_dir": None}
         sub = argparse.Namespace(**{**vars(args), **own})
-        done = args.resume and (out / "card.json").is_file() and _finished(out)
-        if done:
+        if args.resume and _finished(out):
             print(f"{part}: {out} is finished; pooling it as it is")
         elif (rc := train_one(sub)) != 0:
             return rc
@@ -76,8 +75,8 @@ def train_pooled(
 def _finished(folder: Path) -> bool:
     """Whether the card of an exported run says its training ended (schedule done or stopped early)."""
     try:
-        return bool(json.loads((folder / "card.json").read_text())["training"].get("finished"))
-    except (OSError, ValueError, KeyError):
+        return bool(read_card(folder).get("training", {}).get("finished"))
+    except CheckpointError:
         return False
 
 

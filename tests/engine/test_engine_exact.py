@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from service.made import MADE, pool
+
 from .conftest import BERN, LOGI, make_model, reference, run_engine
 
 CASES = {
@@ -16,7 +18,15 @@ CASES = {
     "bern-3orderings": dict(
         distribution=BERN, hidden=(12,), num_masks=3, ordering="random", vary_ordering=True
     ),
+    "bern-pooled": None,  # two MADEs pooled into one: hidden units side by side, unsorted by degree
 }
+
+
+def build(case: str) -> MADE:
+    if CASES[case] is None:
+        parts = [make_model(seed=s, hidden=(14, 10), direct=s == 0, mask_seed=s) for s in (0, 1)]
+        return pool(parts, [0.7, 0.6])
+    return make_model(**CASES[case])
 
 
 def log_probs(model, x: np.ndarray) -> np.ndarray:
@@ -29,7 +39,7 @@ def log_probs(model, x: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize(("backend", "inline_ms"), [("numba", 0.0), ("numba", 1000.0), ("torch", 0.0)])
 @pytest.mark.parametrize("case", list(CASES))
 def test_concurrent_requests_equal_reference_alone(backend, inline_ms, case):
-    model = make_model(**CASES[case])
+    model = build(case)
     d = model.data_dim
     known = reference(model, 1, seed=999)[0]
     completions = model.shares_ordering()
