@@ -115,14 +115,14 @@ def fit_pool_weights(
         grad = torch.einsum("bd,ibd->i", p - target, a)
         hess = torch.einsum("bd,ibd,jbd->ij", p * (1 - p), a, a)
         step = torch.linalg.solve(hess, grad)
-        t = 1.0
-        while t > 1e-8 and nll(w - t * step) > f:
+        t, f_new = 1.0, nll(w - step)
+        while f_new > f and t > 1e-8:  # halve the step until the NLL drops
             t /= 2
-        new = w - t * step
-        f_new = nll(new)
-        w, done = new, f - f_new < tol
-        f = min(f, f_new)
-        if done:
+            f_new = nll(w - t * step)
+        if f_new > f:
+            break
+        w, gain, f = w - t * step, f - f_new, f_new
+        if gain < tol:
             break
     record = {
         "fitted_on": f"validation split ({rows} rows)",

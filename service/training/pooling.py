@@ -28,8 +28,13 @@ from .export import held_out_metrics, round_to_storage, write_pictures
 __all__ = ["export_pool", "pool_data"]
 
 
-def pool_data(cards: Sequence[dict[str, Any]], data_path: str | None = None) -> Dataset:
-    """The data set the sources were trained on, with a validation split none of them trained on."""
+def pool_data(
+    cards: Sequence[dict[str, Any]], data_path: str | None = None
+) -> tuple[Dataset, dict[str, Any]]:
+    """The data set the sources were trained on, with a validation split none of them trained on.
+
+    Also returns the settings that rebuild it (``dataset``, ``data``, ``valid_keep``) for the card.
+    """
     training = [c.get("training", {}) for c in cards]
     kinds = {t.get("dataset") for t in training}
     if len(kinds) != 1 or None in kinds:
@@ -43,8 +48,12 @@ def pool_data(cards: Sequence[dict[str, Any]], data_path: str | None = None) -> 
     if len(keeps) > 1:
         # different folds would put one source's training rows into the rows the weights are fitted on
         raise ValueError(f"the sources kept different validation folds (valid_keep {sorted(keeps)})")
-    path = data_path or next((t["data"] for t in training if t.get("data")), None)
-    return load_dataset(kinds.pop(), path, valid_keep=keeps.pop() if keeps else None)
+    settings = {
+        "dataset": kinds.pop(),
+        "data": data_path or next((t["data"] for t in training if t.get("data")), None),
+        "valid_keep": keeps.pop() if keeps else None,
+    }
+    return load_dataset(settings["dataset"], settings["data"], valid_keep=settings["valid_keep"]), settings
 
 
 def export_pool(
@@ -65,7 +74,7 @@ def export_pool(
     loaded = [load_model(s) for s in sources]
     models = [m for m, _ in loaded]
     cards = [c for _, c in loaded]
-    data = pool_data(cards, data_path)
+    data, data_settings = pool_data(cards, data_path)
     if weights is None:
         fitted, record = fit_pool_weights(models, data.valid)
     else:
@@ -82,13 +91,7 @@ def export_pool(
         "data": data.card(),
         "shape": list(data.shape),
         "value_range": list(data.value_range),
-        "training": {
-            "method": "pooled",
-            "dataset": cards[0]["training"]["dataset"],
-            "data": data_path or cards[0]["training"].get("data"),
-            "valid_keep": cards[0]["training"].get("valid_keep"),
-            "storage": storage,
-        },
+        "training": {"method": "pooled", **data_settings, "storage": storage},
         "pooling": {
             "weights": [round(w, 6) for w in fitted],
             **record,

@@ -73,6 +73,14 @@ def test_pool_command_takes_fixed_weights(two_digit_models):
     assert card["metrics"]["test"]["nll_nats"] == pytest.approx(src["metrics"]["test"]["nll_nats"], abs=2e-3)
 
 
+def test_the_fold_of_any_source_is_the_one_fitted_on_and_recorded(tmp_path):
+    unfolded = {"training": {"dataset": "digits"}, "data": {"sha256": "x"}}
+    folded = {"training": {"dataset": "digits", "valid_keep": 100}, "data": {"sha256": "x"}}
+    data, settings = pool_data([unfolded, folded])
+    assert settings == {"dataset": "digits", "data": None, "valid_keep": 100}
+    assert data.valid.shape[0] == 100
+
+
 def test_sources_with_different_validation_folds_are_refused():
     card = {"training": {"dataset": "mnist", "valid_keep": 1000}, "data": {"sha256": "x"}}
     other = {"training": {"dataset": "mnist", "valid_keep": 500}, "data": {"sha256": "x"}}
