@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: venv serve test lint format train eval bench clean
+.PHONY: venv serve test lint format train eval bench bench-http gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -41,6 +41,14 @@ eval: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.engine $(ARGS)
+
+# the serving path against a minimal floor app, driven by hey (installed from Debian if missing)
+bench-http: $(STAMP)
+	$(BIN)/python -m bench.http $(ARGS)
+
+# on a CUDA machine: exactness and throughput on the GPU, written to bench/GPU.md
+gpu-check: $(STAMP)
+	$(BIN)/python -m bench.gpu $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache build *.egg-info

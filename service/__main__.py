@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         log_config=log_config(settings.log_level, settings.log_json),
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 1,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,  # the app writes its own access line (request id, duration, status)
     )
     return 0
 
