@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -152,9 +153,17 @@ def _add_export(sub: Any) -> None:
 
 
 def _add_eval(sub: Any) -> None:
-    p = sub.add_parser("eval", help="held-out NLL of a model folder (nats and bits/dim)")
+    p = sub.add_parser(
+        "eval",
+        help="held-out NLL of a model folder (nats and bits/dim)",
+        description="The card names the data set, its file and the split the model was trained with. "
+        "The file is looked for as the card records it (from the working directory, then from the "
+        "repository holding the model folder), then by name in MADE_DATA_DIR and ../shared/data.",
+    )
     p.add_argument("model_dir")
-    p.add_argument("--data", help="data file (mnist, faces); the card says which data set")
+    p.add_argument(
+        "--data", help="data file (mnist, faces); default: the file the card names, found as described above"
+    )
     p.add_argument("--split", choices=["train", "valid", "test"], default="test")
     p.add_argument("--limit", type=int, help="first N examples of the split only")
     p.add_argument("--batch-size", type=int, default=1000)
@@ -307,11 +316,42 @@ def _kind_of(card: dict[str, Any]) -> str:
     return kinds[name]
 
 
+def card_data_path(card: dict[str, Any], model_dir: str | Path) -> Path | None:
+    """The data file a card was trained on, if it is on this machine (None for bundled data sets).
+
+    Looked for as the card records it (``training.data``, from the working directory, then from the
+    repository holding the model folder, ``MODEL_DIR/../..``), then by file name (``data.path``) in
+    ``$MADE_DATA_DIR`` and in ``../shared/data`` beside those two.
+    """
+    if _kind_of(card) not in ("mnist", "faces"):
+        return None
+    recorded = card.get("training", {}).get("data")
+    name = card.get("data", {}).get("path") or (Path(recorded).name if recorded else None)
+    roots = [Path.cwd(), Path(model_dir).resolve().parent.parent]
+    candidates = [root / recorded for root in roots] if recorded else []
+    if name:
+        dirs = [Path(d) for d in [os.environ.get("MADE_DATA_DIR")] if d]
+        dirs += [root / ".." / "shared" / "data" for root in roots]
+        candidates += [d / name for d in dirs]
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None:
+        raise FileNotFoundError(
+            f"{model_dir}: the card's data file {name or recorded!r} is not on this machine "
+            f"(looked in: {', '.join(sorted({str(c.parent) for c in candidates}))}); give --data PATH"
+        )
+    return found
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     model, card = load_model(args.model_dir, device=args.device)
-    data = load_dataset(_kind_of(card), args.data, valid_keep=card.get("training", {}).get("valid_keep"))
+    kind = _kind_of(card)
+    path = args.data or card_data_path(card, args.model_dir)
+    data = load_dataset(kind, path, valid_keep=card.get("training", {}).get("valid_keep"))
+    want = card.get("data", {}).get("sha256")
+    if want and data.source.get("sha256") not in (None, want):
+        print(f"warning: {path} is not the file the model was trained on (sha256 differs)", file=sys.stderr)
     if data.data_dim != model.data_dim:
         raise ValueError(f"data has {data.data_dim} dimensions, the model {model.data_dim}")
     x = data.split(args.split)
