@@ -1,34 +1,43 @@
 # syntax=docker/dockerfile:1
-# MADE inference service on the official PyTorch CUDA runtime image (torch and CUDA come from the base).
+# MADE inference service for NVIDIA GPUs: a slim Python base with PyTorch's CUDA build from PyPI (its
+# CUDA libraries come as pip packages; the host needs the NVIDIA driver and Container Toolkit).
 #   docker build -t made-service:0.1.0 .
 #   docker run --rm --gpus all -p 8000:8000 made-service:0.1.0            # GPU
-#   docker run --rm -e MADE_DEVICE=cpu -p 8000:8000 made-service:0.1.0   # CPU
-# Every setting is an environment variable MADE_<FIELD> (see service/config.py); models are baked in at
+#   docker run --rm -e MADE_DEVICE=cpu -p 8000:8000 made-service:0.1.0   # the same image on CPU
+# CPU-only hosts: docker/Dockerfile.cpu (the same image with the CPU build of torch, a fraction the size).
+# torch is TORCH_VERSION, the version the tests run (the Makefile's TORCH_PIN; tests/deploy checks both).
+# Every setting is an environment variable MADE_<FIELD> (docs/operations.md); models are baked in at
 # /opt/made/models and a volume mounted there replaces them.
-ARG BASE_IMAGE=pytorch/pytorch:2.7.1-cuda12.8-cudnn9-runtime
+ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
 # ---- builder: the project wheel (pure Python), so the runtime stage gets no sources or build tools ----
-FROM ${BASE_IMAGE} AS builder
+FROM ${PYTHON_IMAGE} AS builder
 WORKDIR /src
-# The runtime requirements, from pyproject.toml alone: the layer installing them is rebuilt only when they change.
+# The serving requirements (base + [server], torch aside), from pyproject.toml alone: the layer installing
+# them is rebuilt only when they change.
 COPY pyproject.toml ./
-RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; \
+RUN python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
+deps = [d for d in p['dependencies'] + p['optional-dependencies']['server'] if not d.startswith('torch')]; \
 open('/requirements.txt', 'w').write(''.join(d + chr(10) for d in deps))"
-COPY README.md ./
+COPY README.md LICENSE ./
 COPY service ./service
 # The build backend is pinned (not whatever PyPI has today), so the same sources give the same wheel.
 RUN python -m pip install --no-cache-dir "setuptools==84.2.1" \
  && python -m pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /dist .
 
 # ---- runtime ----------------------------------------------------------------------------------------
-FROM ${BASE_IMAGE} AS runtime
+FROM ${PYTHON_IMAGE} AS runtime
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# Dependencies first (cached across code changes); the constraint pins torch to the base image's CUDA build,
-# so pip can never swap it for a PyPI wheel (pyproject allows torch>=2.4,<2.14).
+# torch first, in its own layer (the largest, and the one that changes least); PyPI's Linux build is the
+# CUDA one. The other requirements are then constrained to that exact build, so pip never swaps it.
+ARG TORCH_VERSION=2.13.0
+ARG TORCH_INDEX=
+RUN python -m pip install ${TORCH_INDEX} "torch==${TORCH_VERSION}" \
+ && python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
 COPY --from=builder /requirements.txt /tmp/requirements.txt
 RUN python -c "import torch; print(f'torch=={torch.__version__}')" > /tmp/torch-constraint.txt \
  && python -m pip install --constraint /tmp/torch-constraint.txt --requirement /tmp/requirements.txt \

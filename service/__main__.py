@@ -5,12 +5,48 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from service.config import Settings
 
 # torch's OpenMP workers spin after each parallel op and then steal the core the sampling kernel threads
 # need; sleeping workers cost a wake-up per op instead (must be set before torch loads).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-__all__ = ["main"]
+__all__ = ["SettingsError", "load_settings", "main"]
+
+
+class SettingsError(ValueError):
+    """A setting the service cannot start with; the message is one line naming it."""
+
+
+def load_settings() -> Settings:
+    """``Settings`` from the environment, checked for what start-up needs (a GPU for ``MADE_DEVICE=cuda``).
+
+    Raises :class:`SettingsError` with one line per bad setting instead of pydantic's traceback.
+    """
+    from pydantic import ValidationError
+
+    from service.config import Settings
+
+    try:
+        settings = Settings()
+    except ValidationError as e:
+        bad = []
+        for err in e.errors():
+            name = "MADE_" + "_".join(str(p) for p in err["loc"][:1]).upper()
+            value = os.environ.get(name, err.get("input"))
+            bad.append(f"{name}={value!r}: {err['msg']}")
+        raise SettingsError("bad setting " + "; ".join(bad)) from None
+    except ValueError as e:  # pydantic-settings: a list or dict setting that is not JSON
+        raise SettingsError(f"bad setting: {str(e).splitlines()[0]}") from None
+    if settings.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SettingsError("MADE_DEVICE=cuda but no CUDA device is available (use auto or cpu)")
+    return settings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,12 +67,23 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None:
             os.environ[f"MADE_{name.upper()}"] = str(value)
 
+    from service.extras import MissingExtraError, require
+
+    try:
+        require("server", "python -m service serve")
+    except MissingExtraError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    try:
+        settings = load_settings()
+    except SettingsError as e:  # one clear line, no traceback: MADE_PORT=abc, MADE_DEVICE=cuda without a GPU
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
     import uvicorn
 
     from service.api.logs import log_config
-    from service.config import Settings
 
-    settings = Settings()
     uvicorn.run(
         "service.api.app:create_app",
         factory=True,

@@ -1,9 +1,10 @@
 """made: the command line of the MADE service.
 
-serve, train, eval and export hand over to the server's and the training package's own commands.
-models, sample, complete and log-prob talk to a running server (--url, or MADE_URL) or, without one,
-load the model repository in-process (--model-dir, or MADE_MODEL_DIR) and run the same code locally:
-a seed gives the same images either way.
+serve, train, eval and export hand over to the server's and the training package's own commands
+(they need made-service[server] and made-service[train]). models, sample, complete and log-prob talk to
+a running server (--url host:port, or MADE_URL) or, without one, load the model repository in-process
+(--model-dir, or MADE_MODEL_DIR; needs made-service[server]) and run the same code locally: a seed
+gives the same images either way.
 
 examples:
   made serve --port 8000
@@ -31,6 +32,7 @@ from tqdm import tqdm
 
 from service.client import ApiError, AsyncMadeClient, MadeClientError, ModelInfo
 from service.client.images import save_grid
+from service.extras import MissingExtraError, require
 
 __all__ = ["main"]
 
@@ -48,7 +50,9 @@ def _common() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("where the model runs")
     g.add_argument(
-        "--url", default=os.environ.get("MADE_URL"), help="server URL (default MADE_URL); none: in-process"
+        "--url",
+        default=os.environ.get("MADE_URL"),
+        help="server URL, http://host:port or host:port (default MADE_URL); none: in-process",
     )
     g.add_argument(
         "--api-key", default=os.environ.get("MADE_API_KEY"), help="X-API-Key (default MADE_API_KEY)"
@@ -122,6 +126,7 @@ async def connect(args: argparse.Namespace) -> AsyncIterator[AsyncMadeClient]:
         async with AsyncMadeClient(args.url, api_key=args.api_key, timeout=args.timeout) as client:
             yield client
         return
+    require("server", "running the models in-process (without --url)")
     from service.client.local import local_client
 
     overrides: dict[str, Any] = {"verify_on_load": args.verify, "log_json": False}
@@ -276,14 +281,20 @@ _COMMANDS = {"models": cmd_models, "sample": cmd_sample, "complete": cmd_complet
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``made`` console script."""
     args_in = list(sys.argv[1:] if argv is None else argv)
-    if args_in and args_in[0] == "serve":
-        from service.__main__ import main as serve_main
+    try:
+        if args_in and args_in[0] == "serve":
+            require("server", "made serve")
+            from service.__main__ import main as serve_main
 
-        return serve_main(args_in)
-    if args_in and args_in[0] in ("train", "eval", "export"):
-        from service.training.cli import main as training_main
+            return serve_main(args_in)
+        if args_in and args_in[0] in ("train", "eval", "export"):
+            require("train", f"made {args_in[0]}")
+            from service.training.cli import main as training_main
 
-        return training_main(args_in)
+            return training_main(args_in)
+    except MissingExtraError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(args_in)
     try:
         return asyncio.run(_COMMANDS[args.command](args))
@@ -295,6 +306,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except httpx.TransportError as e:
         print(f"error: cannot reach {args.url}: {e}", file=sys.stderr)
         return 1
+    except MissingExtraError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except (MadeClientError, OSError, ValueError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -71,4 +71,10 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     """Settings read once from the environment (tests build their own ``Settings`` instead)."""
+    kernel_threads: int | None = Field(
+        None,
+        ge=1,
+        description="Threads of the CPU sampling kernel; unset = the CPUs the process may use "
+        "(affinity and cgroup quota, not the host's cores).",
+    )
     return Settings()

@@ -15,7 +15,7 @@ import numpy as np
 from . import calls
 from .calls import Call, FileLike, ImageLike
 from .errors import MadeClientError
-from .sync import DEFAULT_URL, client_headers
+from .sync import DEFAULT_URL, base_url, client_headers
 from .types import Examples, Heatmap, LogProb, ModelInfo, ModelList, Png, Readiness, Samples
 
 __all__ = ["AsyncMadeClient"]
@@ -47,7 +47,7 @@ class AsyncMadeClient:
     ) -> None:
         if max_retries < 0 or max_retry_wait_s < 0:
             raise ValueError("max_retries and max_retry_wait_s must be >= 0")
-        self.url = url.rstrip("/")
+        self.url = base_url(url)
         self.max_retries = max_retries
         self.max_retry_wait_s = max_retry_wait_s
         self.retries = 0  # 503 answers retried so far, over the client's life

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Sequence
 from types import TracebackType
@@ -16,12 +17,30 @@ from .calls import Call, FileLike, ImageLike
 from .errors import MadeClientError
 from .types import Examples, Heatmap, LogProb, ModelInfo, ModelList, Png, Readiness, Samples
 
-__all__ = ["DEFAULT_URL", "MadeClient", "client_headers"]
+__all__ = ["DEFAULT_URL", "MadeClient", "base_url", "client_headers"]
 
 T = TypeVar("T")
 log = logging.getLogger("service.client")
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def base_url(url: str) -> str:
+    """The server's base URL: ``host:port`` (no scheme) means ``http://host:port``; no trailing slash.
+
+    >>> base_url("localhost:8000"), base_url("https://made.example/api/")
+    ('http://localhost:8000', 'https://made.example/api')
+    """
+    url = url.strip()
+    if not url:
+        raise ValueError("empty server URL: give host:port or http://host:port")
+    m = _SCHEME.match(url)
+    if m is None:
+        url = f"http://{url}"
+    elif m.group(1).lower() not in ("http", "https"):
+        raise ValueError(f"{url}: the server URL must be http:// or https:// (or plain host:port)")
+    return url.rstrip("/")
 
 
 def client_headers(api_key: str | None, headers: dict[str, str] | None) -> dict[str, str]:
@@ -56,7 +75,7 @@ class MadeClient:
     ) -> None:
         if max_retries < 0 or max_retry_wait_s < 0:
             raise ValueError("max_retries and max_retry_wait_s must be >= 0")
-        self.url = url.rstrip("/")
+        self.url = base_url(url)
         self.max_retries = max_retries
         self.max_retry_wait_s = max_retry_wait_s
         self.retries = 0  # 503 answers retried so far, over the client's life

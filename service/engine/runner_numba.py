@@ -8,11 +8,9 @@ slot the scheduler hands out, so an idle engine for a large model holds little m
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-import numba
 import numpy as np
 import torch
 
@@ -27,8 +25,12 @@ _BLOCK_ROWS = 16  # rows sharing each weight load; 16 rows of a 2x500 MADE stay 
 
 
 def _default_threads() -> int:
-    """Kernel threads: ``MADE_KERNEL_THREADS``, else numba's thread count (``NUMBA_NUM_THREADS``)."""
-    return max(1, int(os.environ.get("MADE_KERNEL_THREADS", numba.config.NUMBA_NUM_THREADS)))
+    """Kernel threads: the ``kernel_threads`` setting (``MADE_KERNEL_THREADS``), else the CPUs this
+    process may use (affinity and cgroup quota: a container's share, not the host's cores)."""
+    from service.config import Settings
+    from service.cpu import available_cpus
+
+    return Settings().kernel_threads or available_cpus()
 
 
 def _np(t: torch.Tensor) -> np.ndarray:

@@ -17,6 +17,12 @@ def stages() -> list[Stage]:
     return parse_dockerfile((REPO / "Dockerfile").read_text())
 
 
+@pytest.fixture(scope="session")
+def cpu_stages() -> list[Stage]:
+    """The CPU image's Dockerfile (slim Python, CPU build of torch), parsed."""
+    return parse_dockerfile((REPO / "docker" / "Dockerfile.cpu").read_text())
+
+
 def free_port() -> int:
     """A loopback port nobody listens on right now."""
     import socket

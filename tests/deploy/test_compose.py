@@ -80,14 +80,29 @@ def test_single_service(files: list[str], gpu: bool, stages: list[Stage]) -> Non
 
 
 def test_cpu_file_is_the_gpu_service_without_the_gpu() -> None:
+    """The same service, but built from the slim CPU image and without the GPU reservation."""
     gpu, cpu = (
         render("docker-compose.yml")["services"]["made"],
         render("docker-compose.cpu.yml")["services"]["made"],
     )
+    assert gpu["build"]["dockerfile"] == "Dockerfile" and gpu["image"] == "made-service:0.1.0"
+    assert cpu["build"]["dockerfile"] == "docker/Dockerfile.cpu" and cpu["image"] == "made-service:0.1.0-cpu"
+    assert (REPO / cpu["build"]["dockerfile"]).is_file()
     for s in (gpu, cpu):
         s.pop("deploy", None)
+        s.pop("image")
+        s["build"].pop("dockerfile")
         s["environment"].pop("MADE_DEVICE")
     assert gpu == cpu
+
+
+def test_kernel_threads_reach_the_container() -> None:
+    """Unset, the service sizes its CPU kernel to the container's quota; set, compose passes it on."""
+    for files in (["docker-compose.cpu.yml"], ["docker/compose.scale.yml"]):
+        made = render(*files, MADE_KERNEL_THREADS="3", MADE_COMPOSE_COMPUTE="cpu")["services"]["made"]
+        assert made["environment"]["MADE_KERNEL_THREADS"] == "3"
+        assert made["build"]["dockerfile"] == "docker/Dockerfile.cpu"
+    assert render("docker-compose.cpu.yml")["services"]["made"]["environment"]["MADE_KERNEL_THREADS"] is None
 
 
 def test_compose_knobs() -> None:
@@ -99,7 +114,9 @@ def test_compose_knobs() -> None:
     # A setting from the shell reaches the container; compose-only knobs are not settings.
     made = render("docker-compose.yml", MADE_MAX_QUEUED_ROWS="77")["services"]["made"]
     assert made["environment"]["MADE_MAX_QUEUED_ROWS"] == "77"
-    assert not {"compose_port", "compose_models", "compose_compute", "image"} & set(Settings.model_fields)
+    assert not {"compose_port", "compose_models", "compose_compute", "image", "cpu_image"} & set(
+        Settings.model_fields
+    )
 
 
 @pytest.mark.parametrize("compute", ["gpu", "cpu"])

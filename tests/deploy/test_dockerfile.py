@@ -60,17 +60,69 @@ def test_rules_catch_a_bad_dockerfile(change: tuple[str, str], expected: str) ->
     assert any(expected in p for p in problems), problems
 
 
-def test_base_image_is_a_cuda_runtime_with_a_torch_pyproject_allows(stages: list[Stage]) -> None:
-    base = stages[-1].image
-    m = re.fullmatch(r"pytorch/pytorch:(\d+\.\d+\.\d+)-cuda(\d+\.\d+)-cudnn(\d+)-runtime", base)
-    assert m, f"{base}: expected a pinned pytorch/pytorch:<torch>-cuda<x.y>-cudnn<n>-runtime tag"
-    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
-    torch_req = next(Requirement(d) for d in deps if Requirement(d).name == "torch")
-    assert torch_req.specifier.contains(m.group(1)), f"torch {m.group(1)} in {base} is outside {torch_req}"
-    assert stages[0].image == base, "builder and runtime should share the base (one pull, same Python)"
+def stage_args(stage: Stage) -> dict[str, str]:
+    """The stage's ``ARG`` defaults (quotes removed)."""
+    out = {}
+    for ins in stage.all("ARG"):
+        name, _, value = ins.args.partition("=")
+        out[name.strip()] = value.strip().strip('"')
+    return out
 
 
-def test_final_stage_installs_the_wheel_and_keeps_the_base_torch(stages: list[Stage]) -> None:
+def makefile_torch() -> str:
+    """The torch version the tests run: the Makefile's ``TORCH_PIN``."""
+    m = re.search(r"^TORCH_PIN \?= torch==([\d.]+)$", (REPO / "Makefile").read_text(), re.M)
+    assert m, "Makefile: TORCH_PIN ?= torch==X.Y.Z"
+    return m.group(1)
+
+
+def test_images_run_the_torch_the_tests_run(stages: list[Stage], cpu_stages: list[Stage]) -> None:
+    """Both images: a pinned slim Python base, torch pinned to the Makefile's TORCH_PIN (which pyproject's
+    [server] extra allows); the GPU image takes PyPI's (CUDA) build, the CPU image PyTorch's CPU index."""
+    version = makefile_torch()
+    server = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"][
+        "server"
+    ]
+    torch_req = next(Requirement(d) for d in server if Requirement(d).name == "torch")
+    assert torch_req.specifier.contains(version), f"torch {version} is outside [server]'s {torch_req}"
+    for st, index in ((stages, ""), (cpu_stages, "--index-url https://download.pytorch.org/whl/cpu")):
+        base = st[-1].image
+        assert re.fullmatch(r"python:3\.1[1-9]\.\d+-slim-\w+", base), f"{base}: a pinned slim Python base"
+        assert st[0].image == base, "builder and runtime share the base (one pull, same Python)"
+        args = stage_args(st[-1])
+        assert args["TORCH_VERSION"] == version, f"image torch {args['TORCH_VERSION']}, tests {version}"
+        assert args["TORCH_INDEX"] == index
+        assert any('"torch==${TORCH_VERSION}"' in i.args for i in st[-1].all("RUN"))
+    assert stages[-1].image == cpu_stages[-1].image
+
+
+def test_cpu_image_is_the_gpu_image_with_the_cpu_torch(stages: list[Stage], cpu_stages: list[Stage]) -> None:
+    """Same steps in the same order; only the torch index and the default device differ."""
+
+    def steps(st: list[Stage]) -> list[list[tuple[str, str]]]:
+        return [
+            [
+                (i.keyword, i.args)
+                for i in s.instructions
+                if not (i.keyword == "ARG" and i.args.startswith("TORCH_INDEX"))
+            ]
+            for s in st
+        ]
+
+    gpu, cpu = steps(stages), steps(cpu_stages)
+    assert [len(s) for s in gpu] == [len(s) for s in cpu]
+    for a, b in zip(gpu, cpu, strict=True):
+        diff = [(x, y) for x, y in zip(a, b, strict=True) if x != y]
+        assert all(x[0] == "ENV" and "MADE_DEVICE" in x[1] for x, _ in diff), diff
+    assert stages[-1].env()["MADE_DEVICE"] == "auto" and cpu_stages[-1].env()["MADE_DEVICE"] == "cpu"
+
+
+@pytest.mark.parametrize("which", ["gpu", "cpu"])
+def test_final_stage_installs_the_wheel_and_keeps_its_torch(
+    which: str, stages: list[Stage], cpu_stages: list[Stage]
+) -> None:
+    stages = stages if which == "gpu" else cpu_stages
+    assert rule_violations(stages) == []
     final = stages[-1]
     assert len(stages) >= 2, "multi-stage: the wheel is built in a builder stage"
     (build,) = [i.args for i in stages[0].all("RUN") if "pip wheel" in i.args]
@@ -82,17 +134,21 @@ def test_final_stage_installs_the_wheel_and_keeps_the_base_torch(stages: list[St
     assert any(f in builders for f in froms), "the final stage copies the wheel from the builder"
     installs = [i.args for i in final.all("RUN") if "pip install" in i.args]
     assert any(".whl" in a for a in installs), "the final stage installs the wheel"
-    for a in installs:
+    assert '"torch==${TORCH_VERSION}"' in installs[0], "torch is installed first, pinned"
+    for a in installs[1:]:
         assert "--no-deps" in a or ("--constraint" in a and "torch.__version__" in a), (
-            f"{a}: pip must be constrained to the base image's torch, or it may replace the CUDA build"
+            f"{a}: pip must be constrained to the installed torch, or it may replace that build"
         )
     # Only what serving needs: no sources, tests or dev files copied from the context into the final stage.
     for src, _ in copy_sources(final):
         assert src.rstrip("/") in {"models", "docker/healthcheck.py"}, f"final stage copies {src}"
 
 
-def test_runtime_settings_come_from_the_environment(stages: list[Stage]) -> None:
-    final = stages[-1]
+@pytest.mark.parametrize("which", ["gpu", "cpu"])
+def test_runtime_settings_come_from_the_environment(
+    which: str, stages: list[Stage], cpu_stages: list[Stage]
+) -> None:
+    final = (stages if which == "gpu" else cpu_stages)[-1]
     env = final.env()
     assert env["MADE_HOST"] == "0.0.0.0"
     fields = set(Settings.model_fields)
@@ -116,9 +172,9 @@ def test_healthcheck_runs_the_shipped_probe(stages: list[Stage]) -> None:
     assert {"interval", "timeout", "start-period", "retries"} <= set(flags)
 
 
-def test_dockerignore_keeps_what_the_dockerfile_copies(stages: list[Stage]) -> None:
+def test_dockerignore_keeps_what_the_dockerfile_copies(stages: list[Stage], cpu_stages: list[Stage]) -> None:
     ignore = (REPO / ".dockerignore").read_text()
-    for stage in stages:
+    for stage in [*stages, *cpu_stages]:
         for src, _ in copy_sources(stage):
             path = REPO / src
             assert path.exists(), f"COPY {src}: not in the repository"
