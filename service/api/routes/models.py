@@ -1,16 +1,44 @@
-"""GET /models and /models/{name}: what each served model is (its card, shape, range, device)."""
+"""GET /models (a summary of every served model) and /models/{name} (one model's whole card)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path
+from pydantic import BaseModel, Field
 
 from ..deps import RegistryDep
 from ..registry import ModelEntry
-from ..schemas import ModelCard, ModelList, problem_responses
+from ..schemas import ModelCard, problem_responses
 
 router = APIRouter(tags=["models"])
+
+
+class ModelSummary(BaseModel):
+    """What a caller needs to choose and use a model; the whole stored card is at ``card_url``."""
+
+    name: str
+    description: str | None = None
+    shape: list[int] | None = Field(description="[H, W], or null for flat vector models.")
+    data_dim: int
+    value_range: list[int] = Field(description="[lo, hi] of the integer pixel values the model takes.")
+    binary: bool
+    device: str
+    ready: bool
+    architecture: dict[str, Any] = Field(description="The MADEConfig the model was built from.")
+    ordering: dict[str, Any]
+    completion: dict[str, Any] = Field(description="Whether /complete works and its default known_rows.")
+    metrics: Any = Field(None, description="Evaluation figures from the card.")
+    card_url: str = Field(
+        description="GET this for the whole card: data set and split, training settings and history, "
+        "versions (GET /models/{name})."
+    )
+
+
+class ModelSummaryList(BaseModel):
+    default_model: str
+    models: list[ModelSummary]
+    failed: dict[str, str] = Field(default_factory=dict, description="Folders skipped at start-up and why.")
 
 
 def model_card(entry: ModelEntry) -> ModelCard:
@@ -40,20 +68,29 @@ def model_card(entry: ModelEntry) -> ModelCard:
     )
 
 
+def model_summary(entry: ModelEntry) -> ModelSummary:
+    """The card without the stored card itself (its per-epoch history makes it large)."""
+    full = model_card(entry).model_dump(exclude={"card", "data"})
+    return ModelSummary(**full, card_url=f"/models/{entry.name}")
+
+
 @router.get(
-    "/models", summary="List the served models", response_model=ModelList, responses=problem_responses(401)
+    "/models",
+    summary="List the served models (a summary each; GET /models/{name} has the whole card)",
+    response_model=ModelSummaryList,
+    responses=problem_responses(401),
 )
-async def list_models(registry: RegistryDep) -> ModelList:
-    return ModelList(
+async def list_models(registry: RegistryDep) -> ModelSummaryList:
+    return ModelSummaryList(
         default_model=registry.settings.default_model,
-        models=[model_card(e) for e in registry.entries.values()],
+        models=[model_summary(e) for e in registry.entries.values()],
         failed=dict(registry.failed),
     )
 
 
 @router.get(
     "/models/{name}",
-    summary="One model's card",
+    summary="One model's whole card: the summary fields, the data set and split, and the card as stored",
     response_model=ModelCard,
     responses=problem_responses(401, 404),
 )
