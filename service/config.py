@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     # --- request limits --------------------------------------------------------------------------
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Largest request body accepted.")
     max_image_pixels: int = Field(4096 * 4096, ge=64, description="Largest decoded image (w*h).")
+    max_decoded_pixels: int = Field(
+        4096 * 4096, ge=64, description="Pixels decoded per upload request, summed over its files."
+    )
     max_images_per_request: int = Field(64, ge=1, description="Images per /log-prob upload.")
     max_inputs_per_request: int = Field(1024, ge=1, description="Inputs per /log-prob JSON request.")
     max_samples_per_request: int = Field(64, ge=1, description="Upper bound on n for /sample, /complete.")

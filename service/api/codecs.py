@@ -12,22 +12,25 @@ import math
 import warnings
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ProblemError, invalid
 
 __all__ = [
     "ALLOWED_FORMATS",
+    "PixelBudget",
     "decode_gray",
     "encode_grid",
     "encode_heatmap",
     "encode_png",
+    "resize_gray",
     "resize_values",
     "to_gray_levels",
 ]
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP")
 _PAD = 2  # pixels between grid cells
+_REDUCING_GAP = 3.0  # Pillow's reduce-then-resample: within 3x of the target, Lanczos does the rest
 _PAD_LEVEL = 128  # mid-gray separators stand out from both black and white backgrounds
 
 # Anchor colours of a perceptually ordered dark-to-bright map (inferno-like), interpolated linearly.
@@ -46,11 +49,71 @@ _HEAT_ANCHORS = np.array(
 )
 
 
-def decode_gray(data: bytes, max_pixels: int, field: str) -> np.ndarray:
-    """Decode one upload to an ``(H, W)`` uint8 gray image (first frame of animations).
+class PixelBudget:
+    """Pixels one request may still decode (``MADE_MAX_DECODED_PIXELS``, summed over its files), so many
+    large uploads cannot cost more decoding than one largest image."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def spend(self, field: str, width: int, height: int) -> None:
+        """Count a ``width x height`` decode against the budget, or refuse the file that would pass it."""
+        total = self.used + width * height
+        if total > self.limit:
+            raise invalid(
+                field,
+                f"decoding this {width}x{height} image would bring the request to {total} decoded pixels; "
+                f"the limit is {self.limit} per request (MADE_MAX_DECODED_PIXELS)",
+            )
+        self.used = total
+
+
+def _unreadable(field: str, fmt: str | None, exc: BaseException) -> ProblemError:
+    reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    return invalid(field, f"corrupt or truncated {fmt or 'image'} file ({reason})")
+
+
+def _unsupported(field: str, message: str) -> ProblemError:
+    return ProblemError(
+        415,
+        f"{field}: {message}",
+        title="Unsupported Media Type",
+        errors=[{"field": field, "message": message}],
+    )
+
+
+def _gray8(img: Image.Image, field: str, stored_16bit: bool = False) -> np.ndarray:
+    """8-bit gray levels of a loaded image. 16-bit gray keeps its high byte (``v >> 8``), so a 16-bit
+    copy of an 8-bit image (``v * 257`` or ``v << 8``) gives back the 8-bit levels exactly; 32-bit
+    integer and float pixels have no fixed white level and are refused. ``stored_16bit``: the file
+    stored 16-bit samples that Pillow widened to its 32-bit ``I`` mode."""
+    mode = img.mode
+    if mode.startswith("I;16") or (mode == "I" and stored_16bit):
+        wide = np.asarray(img).astype(np.int64)
+        return (np.clip(wide, 0, 65535) >> 8).astype(np.uint8)
+    if mode in ("I", "F"):
+        kind = "32-bit integer" if mode == "I" else "floating-point"
+        raise _unsupported(field, f"{kind} pixels are not supported; send an 8- or 16-bit image")
+    return np.asarray(img.convert("L"), dtype=np.uint8)
+
+
+def decode_gray(
+    data: bytes,
+    max_pixels: int,
+    field: str,
+    *,
+    fit: tuple[int, int] | None = None,
+    budget: PixelBudget | None = None,
+) -> np.ndarray:
+    """Decode one upload to an ``(H, W)`` uint8 gray image (first frame of animations, EXIF orientation
+    applied). A plain synchronous function, safe to run in a worker thread.
 
     Colour images are converted with ITU-R 601-2 luma (Pillow's ``L`` mode); transparent pixels keep
-    their colour, so a transparent black background stays black.
+    their colour, so a transparent black background stays black. With ``fit = (H, W)`` (the caller
+    resizes) a JPEG is decoded at the smallest DCT scale still at least that size. The header size is
+    checked against ``max_pixels`` and the pixels to decode against ``budget`` before decoding. Any
+    failure is a 4xx naming ``field``: 415 for what is not an allowed image, 422 for a broken one.
     """
     if not data:
         raise invalid(field, "empty file")
@@ -59,17 +122,17 @@ def decode_gray(data: bytes, max_pixels: int, field: str) -> np.ndarray:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data), formats=list(ALLOWED_FORMATS))
     except UnidentifiedImageError:
-        raise ProblemError(
-            415,
-            f"{field}: not a supported image; send one of {', '.join(ALLOWED_FORMATS)}",
-            title="Unsupported Media Type",
-            errors=[{"field": field, "message": f"expected one of {', '.join(ALLOWED_FORMATS)}"}],
+        raise _unsupported(
+            field, f"not a supported image; send one of {', '.join(ALLOWED_FORMATS)}"
         ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise invalid(
             field, f"image has too many pixels; the limit is {max_pixels} (MADE_MAX_IMAGE_PIXELS)"
         ) from None
+    except Exception as e:  # Pillow's plugins raise many kinds on a broken header
+        raise _unreadable(field, None, e) from None
     with img:
+        fmt = img.format
         w, h = img.size
         if w * h > max_pixels:
             raise invalid(
@@ -77,11 +140,18 @@ def decode_gray(data: bytes, max_pixels: int, field: str) -> np.ndarray:
             )
         try:
             img.seek(0)
-            gray = img.convert("L")
-            gray.load()
-        except (OSError, ValueError, SyntaxError) as e:
-            raise invalid(field, f"corrupt or truncated {img.format} image ({e})") from None
-        return np.asarray(gray, dtype=np.uint8).copy()
+            if fit is not None and fmt == "JPEG":
+                img.draft("L", (fit[1], fit[0]))
+            if budget is not None:
+                budget.spend(field, *img.size)
+            stored_16bit = any("16" in str(t.args) for t in img.tile)  # read before load() clears it
+            img.load()
+            ImageOps.exif_transpose(img, in_place=True)
+            return _gray8(img, field, stored_16bit)
+        except ProblemError:
+            raise
+        except Exception as e:
+            raise _unreadable(field, fmt, e) from None
 
 
 def to_gray_levels(
@@ -105,9 +175,14 @@ def to_gray_levels(
 
 
 def resize_gray(gray: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Fit an 8-bit image to ``(H, W)`` with Lanczos filtering (aspect ratio is not kept)."""
+    """Fit an 8-bit image to ``(H, W)`` with Lanczos filtering (aspect ratio is not kept). A large
+    image is first reduced by whole factors (box averages) to within ``_REDUCING_GAP`` times the
+    target, so the filter's cost follows the target size, not the upload's."""
     h, w = shape
-    return np.asarray(Image.fromarray(gray).resize((w, h), Image.Resampling.LANCZOS), dtype=np.uint8)
+    img = Image.fromarray(gray)
+    return np.asarray(
+        img.resize((w, h), Image.Resampling.LANCZOS, reducing_gap=_REDUCING_GAP), dtype=np.uint8
+    )
 
 
 def resize_values(
