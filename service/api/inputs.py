@@ -7,7 +7,9 @@ a 4xx naming the field, what the model expects and what came.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Iterator, Sequence
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -53,15 +55,67 @@ def _size_hint(entry: ModelEntry) -> str:
     return f"a {h} x {w} (rows x columns) nested list or a flat list of {entry.data_dim} values"
 
 
+_INT64 = 2**63
+
+
+def _leaves(values: list[Any]) -> Iterator[tuple[tuple[int, ...], Any]]:
+    """``(index, value)`` of every item of inputs nested up to three deep (input, row, pixel)."""
+    for i, item in enumerate(values):
+        if not isinstance(item, list):
+            yield (i,), item
+            continue
+        for j, sub in enumerate(item):
+            if not isinstance(sub, list):
+                yield (i, j), sub
+                continue
+            for k, v in enumerate(sub):
+                yield (i, j, k), v
+
+
+def _leaf_types(values: list[Any]) -> set[type]:
+    """The types of the pixel values (at C speed: no Python-level loop over pixels)."""
+    rows = chain.from_iterable(v if isinstance(v, list) else (v,) for v in values)
+    return set(map(type, chain.from_iterable(r if isinstance(r, list) else (r,) for r in rows)))
+
+
+def _first(values: list[Any], bad: Callable[[Any], bool]) -> tuple[tuple[int, ...], Any]:
+    return next((idx, v) for idx, v in _leaves(values) if bad(v))
+
+
+def _refuse_non_numbers(values: list[Any], entry: ModelEntry, field: str) -> None:
+    """JSON ``true``/``false`` are not pixel values (``"n": true`` is refused too), and an integer
+    beyond int64 is named as such rather than as a non-number."""
+    types = _leaf_types(values)
+    if bool in types:
+        idx, v = _first(values, lambda x: isinstance(x, bool))
+        raise invalid(
+            f"{field}{_index(idx)}",
+            f"model {entry.name!r} takes {_expected_values(entry)} as numbers, got the boolean {str(v).lower()}",
+            v,
+        )
+    if int in types:
+        huge = [(idx, v) for idx, v in _leaves(values) if type(v) is int and not -_INT64 <= v < _INT64]
+        if huge:
+            idx, v = huge[0]
+            digits = int((v.bit_length() - 1) * math.log10(2)) + 1  # exact but for one carry (no str())
+            digits += abs(v) >= 10**digits
+            raise invalid(
+                f"{field}{_index(idx)}",
+                f"model {entry.name!r} takes {_expected_values(entry)}, got an integer of {digits} "
+                "digits (beyond the signed 64-bit range)",
+            )
+
+
 def from_json(values: list[Any], entry: ModelEntry, field: str, resize: bool = False) -> np.ndarray:
     """Validate a JSON list of inputs; returns ``(B, D)`` float32 in raster order."""
+    _refuse_non_numbers(values, entry, field)
     try:
         arr = np.array(values)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):
         raise invalid(
             field, f"every input must be {_size_hint(entry)}, all of the same size (got ragged lists)"
         ) from None
-    if arr.dtype.kind not in "biuf":
+    if arr.dtype.kind not in "iuf":
         raise invalid(
             field, f"inputs must hold numbers only ({_expected_values(entry)}); got non-numeric values"
         )
@@ -104,6 +158,7 @@ async def decode_uploads(
         files,
         entry,
         max_pixels=settings.max_image_pixels,
+        max_decoded_pixels=settings.max_decoded_pixels,
         threshold=settings.binarize_threshold if threshold is None else threshold,
         invert=invert,
         resize=resize,
@@ -118,12 +173,18 @@ def from_uploads(
     threshold: int,
     invert: bool = False,
     resize: bool = False,
+    max_decoded_pixels: int | None = None,
 ) -> np.ndarray:
-    """Decode ``(field, bytes)`` uploads; returns ``(B, D)`` float32 model values in raster order."""
+    """Decode ``(field, bytes)`` uploads; returns ``(B, D)`` float32 model values in raster order.
+
+    Synchronous and thread-safe (run it in a worker thread). The files of one request share one
+    budget of decoded pixels (``max_decoded_pixels``, default ``max_pixels``); with ``resize`` a
+    JPEG is decoded reduced towards the model's size."""
     h, w = entry.grid_shape
+    budget = codecs.PixelBudget(max_pixels if max_decoded_pixels is None else max_decoded_pixels)
     out = []
     for field, data in files:
-        gray = codecs.decode_gray(data, max_pixels, field)
+        gray = codecs.decode_gray(data, max_pixels, field, fit=(h, w) if resize else None, budget=budget)
         if gray.shape != (h, w):
             if not resize:
                 raise invalid(

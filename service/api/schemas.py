@@ -6,9 +6,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 __all__ = [
     "CompleteRequest",
@@ -42,13 +42,35 @@ def example_digit() -> list[list[int]]:
 _DIGIT = example_digit()
 
 _MODEL = Field(None, description="Model name (see GET /models); the server's default model when omitted.")
-_SEED = Field(
-    None, ge=0, le=MAX_SEED, description="Random seed; the server picks one and returns it when omitted."
-)
+_SEED = Field(None, description="Random seed; the server picks one and returns it when omitted.")
 _INPUTS_DOC = (
     "Images as H x W nested lists (rows of pixel values) or flat D-vectors in raster order, in the model's "
     "value range: 0/1 for binary models, integers 0..255 for 8-bit models."
 )
+
+
+# What the service accepts as one input, for the schema: a flat vector of numbers or rows of numbers
+# (validation then checks the size and levels against the chosen model, which the schema cannot know).
+_INPUT_ITEMS: dict[str, Any] = {
+    "type": "array",
+    "items": {
+        "type": "array",
+        "items": {"anyOf": [{"type": "number"}, {"type": "array", "items": {"type": "number"}}]},
+    },
+}
+
+
+def _whole(value: Any) -> Any:
+    """A float with no fractional part is the integer JSON Schema says it is (``346.0`` is 346);
+    anything else goes on to the strict check (``true``, ``"2"`` and ``1.5`` stay errors)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+WholeInt = Annotated[int, BeforeValidator(_whole)]
+# The bounds sit on the integer (before the validator), so the schema states them as minimum/maximum.
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED), BeforeValidator(_whole)]
 
 
 class _Strict(BaseModel):
@@ -67,7 +89,9 @@ class LogProbRequest(_Strict):
     )
 
     model: str | None = _MODEL
-    inputs: list[Any] = Field(..., min_length=1, description=_INPUTS_DOC)
+    inputs: list[list[Any]] = Field(
+        ..., min_length=1, description=_INPUTS_DOC, json_schema_extra=_INPUT_ITEMS
+    )
     per_dim: bool = Field(False, description="Also return log p(x_d | x_<d) for every pixel, raster order.")
     format: Format = Field("json", description="`png`: a heat map of per-pixel surprise (one input only).")
     resize: bool = Field(False, description="Fit images of another size to the model's (bilinear).")
@@ -93,8 +117,8 @@ class SampleRequest(_Strict):
     )
 
     model: str | None = _MODEL
-    n: int = Field(1, ge=1, description="Number of samples (at most MADE_MAX_SAMPLES_PER_REQUEST).")
-    seed: int | None = _SEED
+    n: WholeInt = Field(1, ge=1, description="Number of samples (at most MADE_MAX_SAMPLES_PER_REQUEST).")
+    seed: Seed | None = _SEED
     format: Format = Field("json", description="`png`: one image with the n samples in a grid.")
 
 
@@ -111,12 +135,20 @@ class CompleteRequest(_Strict):
     )
 
     model: str | None = _MODEL
-    inputs: list[Any] = Field(
-        ..., min_length=1, max_length=1, description="Exactly one image. " + _INPUTS_DOC
+    inputs: list[list[Any]] = Field(
+        ...,
+        min_length=1,
+        max_length=1,
+        description="Exactly one image. " + _INPUTS_DOC,
+        json_schema_extra=_INPUT_ITEMS,
     )
-    n: int = Field(1, ge=1, description="Number of completions (at most MADE_MAX_SAMPLES_PER_REQUEST).")
-    seed: int | None = _SEED
-    known_rows: int | None = Field(None, description="Rows kept from the input (default: the top half).")
+    n: WholeInt = Field(1, ge=1, description="Number of completions (at most MADE_MAX_SAMPLES_PER_REQUEST).")
+    seed: Seed | None = _SEED
+    known_rows: WholeInt | None = Field(
+        None,
+        description="Rows kept from the input (default: the top half; at most H - 1).",
+        json_schema_extra={"minimum": 1},  # checked against the model's H, with a message naming both ends
+    )
     format: Format = Field("json", description="`png`: the input beside its n completions.")
     resize: bool = Field(False, description="Fit an image of another size to the model's (bilinear).")
 

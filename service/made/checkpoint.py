@@ -24,7 +24,15 @@ from safetensors.torch import load_file, save_file
 from .network import MADE, MADEConfig, MaskedLinear
 from .verify import AutoregressiveViolation, verify_autoregressive
 
-__all__ = ["CARD_FILE", "WEIGHTS_FILE", "CheckpointError", "library_versions", "load_model", "save_model"]
+__all__ = [
+    "CARD_FILE",
+    "WEIGHTS_FILE",
+    "CheckpointError",
+    "inside_folder",
+    "library_versions",
+    "load_model",
+    "save_model",
+]
 
 CARD_FILE = "card.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -180,6 +188,22 @@ def _unpack(
     return out
 
 
+def inside_folder(folder: Path, name: object, key: str) -> Path:
+    """The file a card names under ``key``, refused unless it is a relative path that stays inside the
+    model's folder once resolved (no ``..``, absolute path or symbolic link leading out of it), so a
+    card cannot make the server read files elsewhere."""
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise CheckpointError(f"{folder / CARD_FILE}: {key} must be a file name inside the model folder")
+    root = folder.resolve()
+    path = (folder / name).resolve()
+    if Path(name).is_absolute() or not path.is_relative_to(root) or path == root:
+        raise CheckpointError(
+            f"{folder / CARD_FILE}: {key} {name!r} points outside the model folder; cards may name only "
+            "files inside it"
+        )
+    return folder / name
+
+
 def load_model(
     folder: str | Path, device: str | torch.device = "cpu", verify: bool = True
 ) -> tuple[MADE, dict[str, Any]]:
@@ -192,7 +216,7 @@ def load_model(
         model = MADE(config)
     except (TypeError, ValueError, KeyError) as e:
         raise CheckpointError(f"{card_path}: invalid config ({e})") from e
-    weights = folder / str(card.get("weights", {}).get("file", WEIGHTS_FILE))
+    weights = inside_folder(folder, card.get("weights", {}).get("file", WEIGHTS_FILE), "weights.file")
     if not weights.is_file():
         raise CheckpointError(f"{weights}: missing weights file")
     expected_sha = card.get("weights", {}).get("sha256")
