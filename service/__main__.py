@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+from types import FrameType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -49,6 +51,12 @@ def load_settings() -> Settings:
     return settings
 
 
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM outside uvicorn's own handler: before serving starts, or re-raised by uvicorn once its
+    graceful drain is done. Exit 0 then, so an orchestrator does not log a clean stop as a failure."""
+    raise SystemExit(0)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the command line; ``serve`` starts uvicorn on the app factory."""
     parser = argparse.ArgumentParser(prog="python -m service", description="MADE inference service")
@@ -82,8 +90,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
+    from service.api.connections import GuardedHttpToolsProtocol
     from service.api.logs import log_config
 
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
         "service.api.app:create_app",
         factory=True,
@@ -94,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=int(settings.shutdown_grace_s) + 1,
         loop="uvloop",
-        http="httptools",
+        http=GuardedHttpToolsProtocol,  # httptools, plus a header deadline and a bound on connections
+        timeout_keep_alive=settings.keep_alive_s,  # type: ignore[arg-type]  # a float works with call_later
         access_log=False,  # the app writes its own access line (request id, duration, status)
     )
     return 0

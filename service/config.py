@@ -45,6 +45,13 @@ class Settings(BaseSettings):
     binarize_threshold: int = Field(
         128, ge=0, le=255, description="Gray level at or above which an upload pixel is 1 (binary models)."
     )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="A connection must finish a request's headers within this (else closed)."
+    )
+    keep_alive_s: float = Field(5.0, gt=0, description="Idle keep-alive connections are closed after this.")
+    max_connections: int = Field(
+        1000, ge=16, description="Open connections kept; beyond it the longest-waiting idle one is closed."
+    )
     api_key: str | None = Field(None, description="If set, required in the X-API-Key header.")
     cors_origins: list[str] = Field(default_factory=list, description="Allowed CORS origins (off if empty).")
 

@@ -21,6 +21,7 @@ from service.config import Settings
 from service.engine import Engine, EngineConfig
 from service.made import MADE, CheckpointError, load_model
 
+from . import lifecycle
 from .errors import ProblemError
 from .metrics import ApiMetrics
 
@@ -149,6 +150,7 @@ class Registry:
         self.entries: dict[str, ModelEntry] = {}
         self.failed: dict[str, str] = {}
         self.loading = True
+        self.draining = False  # set when the engines start to stop: readiness is off from then on
 
     # --- lifecycle ------------------------------------------------------------------------------
     def folders(self) -> list[Path]:
@@ -233,6 +235,7 @@ class Registry:
 
     async def stop(self) -> None:
         """Drain and stop every engine (``shutdown_grace_s`` each, concurrently)."""
+        self.draining = True
         entries = list(self.entries.values())
         for e in entries:
             self.metrics.models_ready.labels(e.name).set(0)
@@ -265,9 +268,17 @@ class Registry:
         entry = self.entries.get(name)
         return entry is not None and bool(entry.engine.running)
 
+    def is_draining(self) -> bool:
+        """The server has begun a graceful shutdown (uvicorn's drain) or the engines are stopping."""
+        return self.draining or lifecycle.draining()
+
     def ready(self) -> bool:
-        """Every model loaded and its engine running. An empty repository is not ready; folders skipped
-        under ``skip_bad_models`` are reported by the probe but do not hold the others back."""
+        """Every model loaded and its engine running, and no drain begun. An empty repository is not
+        ready; folders skipped under ``skip_bad_models`` are reported by the probe but do not hold the
+        others back."""
         return (
-            not self.loading and bool(self.entries) and all(e.engine.running for e in self.entries.values())
+            not self.loading
+            and not self.is_draining()
+            and bool(self.entries)
+            and all(e.engine.running for e in self.entries.values())
         )

@@ -29,7 +29,9 @@ async def ready(request: Request, registry: RegistryDep) -> HealthReady | JSONRe
     models = {name: registry.model_ready(name) for name in registry.entries}
     if registry.ready():
         return HealthReady(ready=True, models=models)
-    if registry.loading:
+    if registry.is_draining():
+        reason = "the server is shutting down"
+    elif registry.loading:
         reason = "models are still loading"
     elif not models:
         reason = "no model is serving"

@@ -1,0 +1,122 @@
+"""uvicorn's httptools protocol with deadlines and a bound on open connections.
+
+uvicorn closes an idle keep-alive connection only after a first response, and never one that stops
+half-way through its headers, so a client can hold sockets (file descriptors) without limit. This
+protocol adds, per connection:
+
+* a **header deadline** (``MADE_HEADER_TIMEOUT_S``): from the moment a connection opens, or its last
+  response ends, the next request's headers must be complete within it, or the connection is closed.
+  Bytes trickled in do not extend it, so a slow-header client is cut off as surely as a silent one;
+  idle keep-alive connections are closed sooner, after ``MADE_KEEP_ALIVE_S`` (uvicorn's own timer);
+* a **bound on open connections** (``MADE_MAX_CONNECTIONS``, capped below the process's file limit):
+  a connection beyond it closes the one that has waited longest without a request in progress (an
+  idle or stalled one), or, when every connection is busy with a request, is itself closed at once.
+  A flood of stalled sockets therefore cannot lock out a health probe, whose headers arrive at once.
+
+uvicorn's ``limit_concurrency`` is not used: it answers 503 only once headers are complete, and it
+counts stalled connections, so under such a flood it would refuse the probes too.
+It also marks the process as draining (:mod:`service.api.lifecycle`) when uvicorn begins a graceful
+shutdown, so the readiness probe reports not-ready from then on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+from functools import lru_cache
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from service.config import get_settings
+
+from . import lifecycle
+
+__all__ = ["GuardedHttpToolsProtocol", "connection_cap"]
+
+log = logging.getLogger("service.api")
+
+_FD_HEADROOM = 64  # descriptors kept for model files, logs and the listener
+
+
+def connection_cap(setting: int, soft_fd_limit: int) -> int:
+    """Connections kept open: the setting, but never so many that accepting runs out of descriptors.
+
+    >>> connection_cap(1000, 20000), connection_cap(1000, 1024), connection_cap(1000, -1)
+    (1000, 960, 1000)
+    """
+    if soft_fd_limit < 0:  # RLIM_INFINITY
+        return setting
+    return max(16, min(setting, soft_fd_limit - _FD_HEADROOM))
+
+
+@lru_cache(maxsize=1)
+def _limits() -> tuple[float, int]:
+    settings = get_settings()
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return settings.header_timeout_s, connection_cap(settings.max_connections, soft)
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """``HttpToolsProtocol`` plus the header deadline and the connection bound (see the module doc)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_timer: asyncio.TimerHandle | None = None
+        waiting = getattr(self.server_state, "made_waiting", None)
+        if waiting is None:  # connections awaiting a request, oldest first (dicts keep insertion order)
+            waiting = self.server_state.made_waiting = {}  # type: ignore[attr-defined]
+        self._waiting: dict[GuardedHttpToolsProtocol, None] = waiting
+
+    # --- the header deadline -------------------------------------------------------------------------
+    def _arm(self) -> None:
+        self._disarm()
+        timeout, _ = _limits()
+        self._header_timer = self.loop.call_later(timeout, self._header_timeout)
+        self._waiting[self] = None
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+        self._waiting.pop(self, None)
+
+    def _header_timeout(self) -> None:
+        self._header_timer = None
+        self._waiting.pop(self, None)
+        idle = self.cycle is None or self.cycle.response_complete  # never cut a request in progress
+        if idle and not self.transport.is_closing():
+            self.transport.close()
+
+    # --- uvicorn's protocol callbacks ----------------------------------------------------------------
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        _, cap = _limits()
+        if len(self.connections) > cap:
+            oldest = next(iter(self._waiting), None)
+            if oldest is None:  # every open connection is serving a request: refuse this one
+                self.transport.close()
+                return
+            oldest._disarm()
+            oldest.transport.close()
+        self._arm()
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        pipelined = bool(self.pipeline)
+        super().on_response_complete()
+        if not pipelined and not self.transport.is_closing():
+            self._arm()  # the next request's headers are due within the deadline
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        lifecycle.mark_draining()
+        self._disarm()
+        super().shutdown()
