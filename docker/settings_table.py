@@ -1,7 +1,7 @@
 """Markdown table of every service setting, generated from ``service.config.Settings`` (so docs can't drift).
 
     python docker/settings_table.py                          # print the table
-    python docker/settings_table.py --write README.md
+    python docker/settings_table.py --write docs/operations.md
 
 ``--write`` replaces the text between ``<!-- settings-table:start -->`` and ``<!-- settings-table:end -->``
 in each file that has those markers; tests/deploy/test_settings_doc.py fails when a table is stale.
