@@ -163,6 +163,7 @@ class Registry:
     async def start(self) -> None:
         """Load, verify, start and warm every model; a bad folder fails start-up unless
         ``skip_bad_models`` is set."""
+        self.draining = False  # a lifespan may run again on the same app (test clients do)
         device = pick_device(self.settings.device)
         config = engine_config(self.settings)
         try:
