@@ -68,8 +68,23 @@ class Settings(BaseSettings):
         ge=0,
         description="CPU chunks estimated below this run on the event loop (no hand-off); 0 = never.",
     )
+    min_chunk_ms: float = Field(
+        1.0, ge=0, description="Compute a sampling chunk runs before an arrival or cancel may preempt it."
+    )
     backend: Literal["auto", "numba", "torch"] = Field(
         "auto", description="Sampling kernels: auto = numba on CPU, batched torch on CUDA."
+    )
+    kernel_threads: int | None = Field(
+        None,
+        ge=1,
+        description="Threads of the CPU sampling kernel; unset = the CPUs the process may use "
+        "(affinity and cgroup quota, not the host's cores).",
+    )
+    cpu_workers: int = Field(
+        0,
+        ge=0,
+        description="Threads for CPU-heavy request work (large JSON, image decoding, PNG encoding); "
+        "0 = the CPUs the process may use.",
     )
     logprob_max_batch: int = Field(1024, ge=1, description="Largest micro-batch for log-prob work.")
     logprob_max_wait_ms: float = Field(2.0, ge=0, description="Longest wait to fill a log-prob batch.")
@@ -81,10 +96,4 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     """Settings read once from the environment (tests build their own ``Settings`` instead)."""
-    kernel_threads: int | None = Field(
-        None,
-        ge=1,
-        description="Threads of the CPU sampling kernel; unset = the CPUs the process may use "
-        "(affinity and cgroup quota, not the host's cores).",
-    )
     return Settings()

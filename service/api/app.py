@@ -15,11 +15,12 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from service.config import Settings, get_settings
 
+from . import offload
 from .deps import require_api_key
 from .errors import install_error_handlers
 from .limits import BodyLimitMiddleware
-from .metrics import ApiMetrics, MetricsMiddleware
-from .middleware import RequestContextMiddleware
+from .metrics import ApiMetrics
+from .middleware import ServingMiddleware
 from .openapi import install_openapi_fixups
 from .registry import Registry
 from .routes import complete, health, logprob, models, sample, web
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     metrics = ApiMetrics()
     registry = Registry(settings, metrics)
+    offload.configure(settings.cpu_workers)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -61,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        redirect_slashes=False,  # a redirect's Location would be built from the client's Host header
     )
     app.state.settings = settings
     app.state.registry = registry
@@ -84,10 +87,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "Retry-After",
             ],
         )
-    app.add_middleware(MetricsMiddleware, metrics=metrics)  # counts refused requests too
-    app.add_middleware(RequestContextMiddleware)  # outermost: request id, access log, last-resort 500
-    guarded = [Depends(require_api_key)]  # every route but the health probes (and the docs)
-    for r in (logprob.router, sample.router, complete.router, models.router, metrics_route.router):
+    # outermost: request id, access log, metrics (refused requests too), last-resort 500
+    app.add_middleware(ServingMiddleware, metrics=metrics)
+    # Every route but the health probes (and the docs) needs the API key when one is set: the inference
+    # routes check it themselves (no dependency solving on the hot path), the others as a dependency.
+    for r in (logprob.router, sample.router, complete.router):
+        app.include_router(r)
+    guarded = [Depends(require_api_key)]
+    for r in (models.router, metrics_route.router):
         app.include_router(r, dependencies=guarded)
     app.include_router(health.router)
     app.include_router(web.router)  # the demo page at / (and its examples, behind the API key)

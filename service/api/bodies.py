@@ -4,23 +4,24 @@ engine work so that a client who disconnects cancels it."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable
 from typing import TypeVar
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .charset import json_as_utf8
 from .errors import ClientClosedRequest, ProblemError, invalid
-from .limits import json_structure
+from .limits import bracket_depth, json_structure
+from .offload import INLINE_BYTES, run_cpu
 
 __all__ = [
     "JSON",
     "MULTIPART",
+    "body_bytes",
     "check_json_limits",
     "media_type",
     "read_json",
@@ -33,6 +34,12 @@ M = TypeVar("M", bound=BaseModel)
 
 JSON = "application/json"
 MULTIPART = "multipart/form-data"
+
+
+def body_bytes(request: Request) -> int | None:
+    """The body's declared size (``None`` when chunked), to size the work on it."""
+    declared = request.headers.get("content-length")
+    return int(declared) if declared is not None and declared.isdigit() else None
 
 
 def media_type(request: Request, allowed: tuple[str, ...]) -> str:
@@ -51,13 +58,18 @@ def media_type(request: Request, allowed: tuple[str, ...]) -> str:
     return kind
 
 
-_INLINE_SCAN_BYTES = 64 * 1024  # larger bodies are measured off the event loop
-
-
 def check_json_limits(body: bytes, max_depth: int, max_array: int) -> None:
     """422 when the raw JSON nests deeper than ``max_depth`` or holds an array or object of more
     than ``max_array`` items (``MADE_MAX_JSON_DEPTH``, ``MADE_MAX_JSON_ARRAY``)."""
-    depth, longest = json_structure(body, depth_limit=max_depth)
+    if len(body) <= INLINE_BYTES and body.count(b",") < max_array:
+        # small body, and no array can hold more items than there are commas: only the depth to measure
+        depth, longest = bracket_depth(body), 0
+    else:
+        depth, longest = json_structure(body, depth_limit=max_depth)
+    _refuse(depth, longest, max_depth, max_array)
+
+
+def _refuse(depth: int, longest: int, max_depth: int, max_array: int) -> None:
     if depth > max_depth:
         raise invalid(
             "body", f"JSON nested {depth} levels deep; the limit is {max_depth} (MADE_MAX_JSON_DEPTH)"
@@ -72,22 +84,22 @@ def check_json_limits(body: bytes, max_depth: int, max_array: int) -> None:
 async def read_json(request: Request, schema: type[M]) -> M:
     """Validate the JSON body against ``schema``; errors become the usual 422 (fields under ``body``).
     Its nesting and array sizes are checked on the raw bytes first, before anything is parsed."""
-    body = await request.body()
+    body = json_as_utf8(await request.body(), request.headers.get("content-type", ""))
     settings = request.app.state.settings
-    limits = (body, settings.max_json_depth, settings.max_json_array)
-    if len(body) <= _INLINE_SCAN_BYTES:
-        check_json_limits(*limits)
-    else:
-        await run_in_threadpool(check_json_limits, *limits)
+    await run_cpu(check_json_limits, body, settings.max_json_depth, settings.max_json_array, size=len(body))
     try:
-        return schema.model_validate_json(body)
+        return await run_cpu(schema.model_validate_json, body, size=len(body))
     except ValidationError as e:
         errors = [{**err, "loc": ("body", *err.get("loc", ()))} for err in e.errors(include_url=False)]
         raise RequestValidationError(errors) from None
 
 
-async def read_uploads(request: Request, field: str, max_files: int) -> list[tuple[str, bytes]]:
-    """The files under multipart ``field``, as ``("field[i]", bytes)``; at most ``max_files``."""
+async def read_uploads(
+    request: Request, field: str, max_files: int
+) -> tuple[list[tuple[str, bytes]], list[tuple[str, str]]]:
+    """The files under multipart ``field``, as ``("field[i]", bytes)`` (at most ``max_files``), and
+    the form's text fields (the request's options) as ``(name, value)``. A file under another name
+    is a 422 naming it."""
     try:
         form = await request.form(max_files=max_files + 1, max_fields=64)
     except StarletteHTTPException as e:
@@ -97,15 +109,19 @@ async def read_uploads(request: Request, field: str, max_files: int) -> list[tup
             raise invalid(field, f"at most {max_files} files per request") from None
         raise ProblemError(400, f"malformed multipart body: {e.detail}") from None
     try:
-        uploads = [v for v in form.getlist(field) if isinstance(v, UploadFile)]
+        items = form.multi_items()
+        uploads = [v for k, v in items if k == field and isinstance(v, UploadFile)]
+        others = sorted({k for k, v in items if k != field and isinstance(v, UploadFile)})
         if not uploads:
-            seen = sorted({k for k, v in form.multi_items() if isinstance(v, UploadFile)})
-            hint = f"; got file fields {seen}" if seen else ""
+            hint = f"; got file fields {others}" if others else ""
             raise invalid(field, f"no file uploaded: send the image(s) as multipart field {field!r}{hint}")
+        if others:
+            raise invalid(f"form.{others[0]}", f"unexpected file field; send the image(s) as {field!r}")
         if len(uploads) > max_files:
             raise invalid(field, f"at most {max_files} files per request, got {len(uploads)}")
+        texts = [(k, v) for k, v in items if isinstance(v, str)]
         names = [f"{field}[{i}]" if max_files > 1 else field for i in range(len(uploads))]
-        return [(name, await u.read()) for name, u in zip(names, uploads, strict=True)]
+        return [(name, await u.read()) for name, u in zip(names, uploads, strict=True)], texts
     finally:
         await form.close()
 
@@ -114,27 +130,27 @@ async def run_cancellable(request: Request, work: Awaitable[T]) -> T:
     """Await engine ``work`` while watching the connection: if the client disconnects first the work is
     cancelled (its rows leave the engine) and :class:`ClientClosedRequest` is raised.
 
-    Call it after the body has been read: the next ASGI message is then ``http.disconnect``.
+    The work runs in the request's own task; one watcher task waits for ``http.disconnect`` and cancels
+    it (one task per request, not two). Call it after the body has been read: the next ASGI message
+    is then ``http.disconnect``.
     """
-    task = asyncio.ensure_future(work)
+    task = asyncio.current_task()
+    assert task is not None
+    gone = False
 
     async def watch() -> None:
+        nonlocal gone
         while (await request.receive())["type"] != "http.disconnect":
             pass
-
-    watcher = asyncio.ensure_future(watch())
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    except asyncio.CancelledError:
+        gone = True
         task.cancel()
+
+    watcher = asyncio.get_running_loop().create_task(watch())
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if gone and task.uncancel() == 0:  # our own cancellation: the client left
+            raise ClientClosedRequest() from None
         raise
     finally:
         watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await watcher
-    if task.done():
-        return task.result()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    raise ClientClosedRequest()

@@ -34,7 +34,7 @@ __all__ = [
 log = logging.getLogger("service.api")
 
 PROBLEM_JSON = "application/problem+json"
-REQUEST_ID_SCOPE_KEY = "made.request_id"  # set by middleware.RequestContextMiddleware
+REQUEST_ID_SCOPE_KEY = "made.request_id"  # set by middleware.ServingMiddleware
 _TAG = "tag:made-service,2026:problem/"  # RFC 4151 tag URIs name our own problem types
 
 

@@ -7,17 +7,18 @@ a 4xx naming the field, what the model expects and what came.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from itertools import chain
 from typing import Any
 
 import numpy as np
-from starlette.concurrency import run_in_threadpool
 
 from ..config import Settings
 from . import codecs
 from .errors import invalid
+from .offload import run_cpu
 from .registry import ModelEntry
 
 __all__ = ["from_json", "from_uploads", "known_rows_to_n_known"]
@@ -83,8 +84,7 @@ def _first(values: list[Any], bad: Callable[[Any], bool]) -> tuple[tuple[int, ..
 
 
 def _refuse_non_numbers(values: list[Any], entry: ModelEntry, field: str) -> None:
-    """JSON ``true``/``false`` are not pixel values (``"n": true`` is refused too), and an integer
-    beyond int64 is named as such rather than as a non-number."""
+    """JSON ``true``/``false`` are not pixel values (``"n": true`` is refused too)."""
     types = _leaf_types(values)
     if bool in types:
         idx, v = _first(values, lambda x: isinstance(x, bool))
@@ -93,17 +93,22 @@ def _refuse_non_numbers(values: list[Any], entry: ModelEntry, field: str) -> Non
             f"model {entry.name!r} takes {_expected_values(entry)} as numbers, got the boolean {str(v).lower()}",
             v,
         )
-    if int in types:
-        huge = [(idx, v) for idx, v in _leaves(values) if type(v) is int and not -_INT64 <= v < _INT64]
-        if huge:
-            idx, v = huge[0]
-            digits = int((v.bit_length() - 1) * math.log10(2)) + 1  # exact but for one carry (no str())
-            digits += abs(v) >= 10**digits
-            raise invalid(
-                f"{field}{_index(idx)}",
-                f"model {entry.name!r} takes {_expected_values(entry)}, got an integer of {digits} "
-                "digits (beyond the signed 64-bit range)",
-            )
+
+
+def _refuse_huge_ints(values: list[Any], entry: ModelEntry, field: str) -> None:
+    """Name the first integer beyond int64. Called only when numpy could not hold the inputs as int64
+    (an object or uint64 array), so well-formed inputs never pay a Python-level pass over pixels."""
+    huge = ((idx, v) for idx, v in _leaves(values) if type(v) is int and not -_INT64 <= v < _INT64)
+    found = next(huge, None)
+    if found is not None:
+        idx, v = found
+        digits = int((v.bit_length() - 1) * math.log10(2)) + 1  # exact but for one carry (no str())
+        digits += abs(v) >= 10**digits
+        raise invalid(
+            f"{field}{_index(idx)}",
+            f"model {entry.name!r} takes {_expected_values(entry)}, got an integer of {digits} "
+            "digits (beyond the signed 64-bit range)",
+        )
 
 
 def from_json(values: list[Any], entry: ModelEntry, field: str, resize: bool = False) -> np.ndarray:
@@ -112,9 +117,12 @@ def from_json(values: list[Any], entry: ModelEntry, field: str, resize: bool = F
     try:
         arr = np.array(values)
     except (ValueError, TypeError, OverflowError):
+        _refuse_huge_ints(values, entry, field)
         raise invalid(
             field, f"every input must be {_size_hint(entry)}, all of the same size (got ragged lists)"
         ) from None
+    if arr.dtype.kind in "uO" or (arr.dtype.kind == "f" and arr.size and np.abs(arr).max() >= 2.0**63):
+        _refuse_huge_ints(values, entry, field)  # numpy could not hold them as int64
     if arr.dtype.kind not in "iuf":
         raise invalid(
             field, f"inputs must hold numbers only ({_expected_values(entry)}); got non-numeric values"
@@ -153,15 +161,17 @@ async def decode_uploads(
     resize: bool,
 ) -> np.ndarray:
     """:func:`from_uploads` off the event loop, with the settings' pixel limit and default threshold."""
-    return await run_in_threadpool(
-        from_uploads,
-        files,
-        entry,
-        max_pixels=settings.max_image_pixels,
-        max_decoded_pixels=settings.max_decoded_pixels,
-        threshold=settings.binarize_threshold if threshold is None else threshold,
-        invert=invert,
-        resize=resize,
+    return await run_cpu(
+        functools.partial(
+            from_uploads,
+            files,
+            entry,
+            max_pixels=settings.max_image_pixels,
+            max_decoded_pixels=settings.max_decoded_pixels,
+            threshold=settings.binarize_threshold if threshold is None else threshold,
+            invert=invert,
+            resize=resize,
+        )
     )
 
 

@@ -7,8 +7,6 @@ Engines report through :class:`EngineMetricsAdapter`, which implements the engin
 
 from __future__ import annotations
 
-import time
-
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -17,9 +15,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["CONTENT_TYPE_LATEST", "ApiMetrics", "EngineMetricsAdapter", "MetricsMiddleware"]
+__all__ = ["CONTENT_TYPE_LATEST", "ApiMetrics", "EngineMetricsAdapter"]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _STEP_BUCKETS = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0)
@@ -85,9 +82,21 @@ class ApiMetrics:
             ["model", "kind", "outcome"],
             registry=r,
         )
+        self._http: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self.models_ready = Gauge(
             "made_model_ready", "1 when the model's engine is serving.", ["model"], registry=r
         )
+
+    def observe_http(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one finished request and its latency. ``route`` and ``method`` come from bounded sets
+        (route templates, known methods): the label children are cached per combination."""
+        key = (route, method, status)
+        children = self._http.get(key)
+        if children is None:
+            children = (self.requests.labels(route, method, str(status)), self.latency.labels(route, method))
+            self._http[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def engine(self, model: str) -> EngineMetricsAdapter:
         """The sink one engine reports to."""
@@ -121,36 +130,3 @@ class EngineMetricsAdapter:
     def gauges(self, queued_rows: int, active_rows: int) -> None:
         self._queued.set(queued_rows)
         self._active.set(active_rows)
-
-
-class MetricsMiddleware:
-    """Counts every HTTP request by its route template (not the raw path: bounded label values)."""
-
-    def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            # FastAPI sets scope["route"] for API routes; its own static routes (/docs, /openapi.json) have
-            # fixed paths. Unknown paths share one label, so clients cannot grow the label set.
-            route = getattr(scope.get("route"), "path", None)
-            if route is None:
-                route = scope.get("path", "") if status != 404 else "<unmatched>"
-            method = scope.get("method", "")
-            self.metrics.requests.labels(route, method, str(status)).inc()
-            self.metrics.latency.labels(route, method).observe(time.perf_counter() - start)

@@ -1,30 +1,39 @@
-"""Request context: an ``X-Request-ID`` on every response and log line, one access line per request, and
-a last-resort 500 problem for anything unhandled (no stack trace, no internal path, in the answer).
+"""The one pure-ASGI middleware in front of every request: an ``X-Request-ID`` on every response and
+log line, one access line and one metrics observation per request, and a last-resort 500 problem for
+anything unhandled (no stack trace, no internal path, in the answer).
 
-A sane incoming ``X-Request-ID`` (1-128 characters from ``[A-Za-z0-9._:-]``, e.g. nginx's
-``$request_id`` or a UUID) is kept, so one id follows a request through a proxy into these logs;
-anything else is replaced by a fresh UUID.
+One layer does all four because each ASGI layer costs a coroutine frame and a wrapped ``send`` per
+request (measured in ``bench/http.py``). A sane incoming ``X-Request-ID`` (1-128 characters from
+``[A-Za-z0-9._:-]``, e.g. nginx's ``$request_id`` or a UUID) is kept, so one id follows a request
+through a proxy into these logs; anything else is replaced by a fresh id.
+
+Metrics are labelled by route template (``/models/{name}``), never by the raw path, and by a fixed set
+of methods: requests that match no route, and unknown methods, share one label each, so no client
+can grow the label set.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 
-from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.logging import request_context
 
 from .errors import REQUEST_ID_SCOPE_KEY, problem_response
+from .metrics import ApiMetrics
 
-__all__ = ["REQUEST_ID_HEADER", "RequestContextMiddleware", "request_id_of"]
+__all__ = ["KNOWN_METHODS", "REQUEST_ID_HEADER", "UNMATCHED", "ServingMiddleware", "request_id_of"]
 
 REQUEST_ID_HEADER = "X-Request-ID"
-_SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+UNMATCHED = "<unmatched>"
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_SANE_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+_ID_HEADER = REQUEST_ID_HEADER.lower().encode()
 
 access_log = logging.getLogger("service.access")
 log = logging.getLogger("service.api")
@@ -38,34 +47,51 @@ def request_id_of(scope: Scope) -> str | None:
 def _incoming_id(scope: Scope) -> str | None:
     for key, value in scope.get("headers", ()):
         if key == b"x-request-id":
-            try:
-                text = value.decode("ascii")
-            except UnicodeDecodeError:
-                return None
-            return text if _SANE_ID.fullmatch(text) else None
+            return value.decode("ascii") if _SANE_ID.fullmatch(value) else None
     return None
 
 
-class RequestContextMiddleware:
-    """Outermost pure-ASGI middleware: request id, access log, and 500s for unhandled exceptions."""
+def route_label(scope: Scope) -> str:
+    """The matched route's template, or :data:`UNMATCHED` (404s, slash redirects, preflights...)."""
+    return getattr(scope.get("route"), "path", None) or UNMATCHED
 
-    def __init__(self, app: ASGIApp) -> None:
+
+def method_label(scope: Scope) -> str:
+    method = scope.get("method", "")
+    return method if method in KNOWN_METHODS else "OTHER"
+
+
+class ServingMiddleware:
+    """Outermost middleware: request id, access log, metrics, and 500s for unhandled exceptions."""
+
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
         self.app = app
+        self.metrics = metrics
+        self._prefix = os.urandom(8).hex()  # fresh ids: 32 hex digits, a per-process prefix and a counter
+        self._count = 0
+
+    def _new_id(self) -> str:
+        self._count += 1
+        return f"{self._prefix}{self._count:016x}"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        rid = _incoming_id(scope) or uuid.uuid4().hex
+        rid = _incoming_id(scope) or self._new_id()
         scope[REQUEST_ID_SCOPE_KEY] = rid
+        rid_header = (_ID_HEADER, rid.encode())
         start = time.perf_counter()
         status = 0
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
-                status = int(message["status"])
-                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = rid
+                status = message["status"]
+                headers = list(message.get("headers", ()))
+                if not any(k == _ID_HEADER for k, _ in headers):  # problem responses carry it already
+                    headers.append(rid_header)
+                message["headers"] = headers
             await send(message)
 
         with request_context(rid):
@@ -80,19 +106,23 @@ class RequestContextMiddleware:
                 )
                 await response(scope, receive, send_with_id)
             finally:
-                ms = (time.perf_counter() - start) * 1000.0
-                client = scope.get("client")
-                access_log.info(
-                    "%s %s %s %.1f ms",
-                    scope.get("method"),
-                    scope.get("path"),
-                    status or "-",
-                    ms,
-                    extra={
-                        "method": scope.get("method"),
-                        "path": scope.get("path"),
-                        "status": status or None,
-                        "duration_ms": round(ms, 2),
-                        "client": f"{client[0]}:{client[1]}" if client else None,
-                    },
-                )
+                elapsed = time.perf_counter() - start
+                route, method = route_label(scope), method_label(scope)
+                self.metrics.observe_http(route, method, status or 500, elapsed)
+                if access_log.isEnabledFor(logging.INFO):
+                    client = scope.get("client")
+                    ms = elapsed * 1000.0
+                    access_log.info(
+                        "%s %s %s %.1f ms",
+                        scope.get("method"),
+                        scope.get("path"),
+                        status or "-",
+                        ms,
+                        extra={
+                            "method": scope.get("method"),
+                            "path": scope.get("path"),
+                            "status": status or None,
+                            "duration_ms": round(ms, 2),
+                            "client": f"{client[0]}:{client[1]}" if client else None,
+                        },
+                    )

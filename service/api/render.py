@@ -2,29 +2,41 @@
 
 from __future__ import annotations
 
+import functools
 import secrets
+from typing import Any
 
 import numpy as np
+import orjson
 from fastapi.responses import Response
 
 from . import codecs
+from .offload import run_cpu
 from .registry import ModelEntry
-from .schemas import Format, SampleResponse
+from .schemas import Format
 
-__all__ = ["new_seed", "sample_response"]
+__all__ = ["json_response", "new_seed", "sample_response"]
 
 
 def new_seed() -> int:
     """A fresh seed below 2**53, so JavaScript clients can send it back unchanged."""
-    return secrets.randbelow(2**53)
+    return secrets.randbits(53)  # one read of the OS generator (randbelow may take several)
+
+
+def json_response(content: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    """A JSON answer encoded once by orjson, numpy arrays included (no per-element Python objects, no
+    second validation through the route's response model, which only documents the shape)."""
+    body = orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
+    return Response(body, media_type="application/json", headers=headers)
 
 
 def _as_images(x: np.ndarray, entry: ModelEntry) -> np.ndarray:
     n = x.shape[0]
-    return np.rint(x).astype(np.int64).reshape((n, *entry.shape) if entry.shape else (n, entry.data_dim))
+    shape = (n, *entry.shape) if entry.shape else (n, entry.data_dim)
+    return np.ascontiguousarray(np.rint(x).astype(np.int64).reshape(shape))
 
 
-def sample_response(
+async def sample_response(
     entry: ModelEntry,
     x: np.ndarray,
     log_prob: np.ndarray,
@@ -33,7 +45,7 @@ def sample_response(
     *,
     known: np.ndarray | None = None,
     known_rows: int | None = None,
-) -> Response | SampleResponse:
+) -> Response:
     """``x`` ``(n, D)`` model values; with ``known`` (``(D,)``, a completion's input) the PNG puts the
     input first, beside its completions."""
     if fmt == "png":
@@ -43,17 +55,25 @@ def sample_response(
         if known is not None:
             images = np.concatenate([known.reshape(1, h, w), images])
             columns = images.shape[0]
-        png = codecs.encode_grid(
-            images, entry.value_range, columns=columns, gap_after_first=known is not None
+        png = await run_cpu(
+            functools.partial(
+                codecs.encode_grid,
+                images,
+                entry.value_range,
+                columns=columns,
+                gap_after_first=known is not None,
+            )
         )
         headers = {"X-Seed": str(seed), "X-Model": entry.name}
         if known_rows is not None:
             headers["X-Known-Rows"] = str(known_rows)
         return Response(png, media_type="image/png", headers=headers)
-    return SampleResponse(
-        model=entry.name,
-        seed=seed,
-        images=_as_images(x, entry).tolist(),
-        log_prob=np.asarray(log_prob, dtype=np.float64).tolist(),
-        known_rows=known_rows,
+    return json_response(
+        {
+            "model": entry.name,
+            "seed": seed,
+            "images": _as_images(x, entry),
+            "log_prob": np.ascontiguousarray(log_prob, dtype=np.float64),
+            "known_rows": known_rows,
+        }
     )

@@ -101,12 +101,28 @@ class SamplingLoop:
         self.executor: Executor | None = None
         self.batcher: LogProbBatcher | None = None
         self.event: asyncio.Event | None = None
+        self._chunk_started: float | None = None  # perf_counter when the chunk in flight was handed out
+        self._preempt_timer: asyncio.TimerHandle | None = None
 
     # --- signals from the request side ---------------------------------------------------------------
     def wake(self) -> None:
-        """New work or a cancellation: wake the idle loop and preempt the chunk in flight."""
+        """New work or a cancellation: wake the idle loop and preempt the chunk in flight, once it has
+        run ``min_chunk_ms`` (so a stream of arrivals cannot cut chunks to a step each: every chunk
+        pays a scheduler visit and two thread hand-offs)."""
         if self.event is not None:
             self.event.set()
+        started = self._chunk_started
+        if started is None:
+            self.runner.preempt[0] = 1
+            return
+        wait = started + self.config.min_chunk_ms / 1000.0 - time.perf_counter()
+        if wait <= 0:
+            self.runner.preempt[0] = 1
+        elif self._preempt_timer is None:
+            self._preempt_timer = asyncio.get_running_loop().call_later(wait, self._preempt)
+
+    def _preempt(self) -> None:
+        self._preempt_timer = None
         self.runner.preempt[0] = 1
 
     def retry_after(self) -> float:
@@ -185,9 +201,16 @@ class SamplingLoop:
             failures, slots, result = self._work(admitted, slots, ends, steps)
         else:  # one hand-off to the worker per chunk: place admitted rows, advance all, read finished
             loop = asyncio.get_running_loop()
-            failures, slots, result = await loop.run_in_executor(
-                self.executor, self._work, admitted, slots, ends, steps
-            )
+            self._chunk_started = time.perf_counter()
+            try:
+                failures, slots, result = await loop.run_in_executor(
+                    self.executor, self._work, admitted, slots, ends, steps
+                )
+            finally:
+                self._chunk_started = None
+                if self._preempt_timer is not None:
+                    self._preempt_timer.cancel()
+                    self._preempt_timer = None
         for adm, exc in failures:
             self.runner.release(sched.fail([adm.request]))
             self.close(adm.request, EngineError(f"prefill failed: {exc}"), "error")

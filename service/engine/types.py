@@ -31,8 +31,9 @@ class EngineConfig:
     ``steps_per_chunk`` is the fewest sampling steps run between scheduler visits; a chunk otherwise
     runs until its first row finishes (so that request returns at once), within about
     ``chunk_budget_ms`` of estimated compute (hand-offs to the worker thread are then rare). A new
-    submission or a cancellation preempts it after the current step, so admission, cancellation and
-    deadlines still act within about one step. A CPU chunk estimated below ``inline_chunk_ms`` (a lone
+    submission or a cancellation preempts it after the current step once it has run ``min_chunk_ms``,
+    so admission, cancellation and deadlines still act within about that long, and a stream of
+    arrivals cannot cut every chunk to one step. A CPU chunk estimated below ``inline_chunk_ms`` (a lone
     small request) runs on the event-loop thread instead, saving two thread hand-offs; 0 turns that off.
     """
 
@@ -46,6 +47,7 @@ class EngineConfig:
     backend: str = "auto"  # "auto" | "numba" | "torch"  (auto: numba on CPU, torch batched on CUDA)
     chunk_budget_ms: float = 50.0
     inline_chunk_ms: float = 1.0
+    min_chunk_ms: float = 1.0
 
     def __post_init__(self) -> None:
         if self.max_active_rows < 1:
@@ -58,7 +60,11 @@ class EngineConfig:
             raise ValueError("logprob_max_batch must be >= 1")
         if (
             min(
-                self.admission_window_ms, self.logprob_max_wait_ms, self.chunk_budget_ms, self.inline_chunk_ms
+                self.admission_window_ms,
+                self.logprob_max_wait_ms,
+                self.chunk_budget_ms,
+                self.inline_chunk_ms,
+                self.min_chunk_ms,
             )
             < 0
         ):

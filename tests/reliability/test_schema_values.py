@@ -116,7 +116,6 @@ def test_json_body_is_decoded_with_its_charset() -> None:
     assert e.value.status == 400 and "ascii" in e.value.detail
 
 
-@pytest.mark.xfail(reason="needs json_as_utf8 called in service/api/bodies.py read_json", strict=False)
 async def test_latin1_body_is_not_read_as_utf8(api: Api) -> None:
     body = '{"model": "caf\u00e9", "n": 1}'.encode("latin-1")
     r = await api.client.post(
@@ -133,9 +132,6 @@ async def test_latin1_body_is_not_read_as_utf8(api: Api) -> None:
 # --- slash redirects --------------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    reason="needs redirect_slashes=False on the app's router (service/api/app.py)", strict=False
-)
 async def test_trailing_slash_does_not_redirect_to_the_host_header(api: Api) -> None:
     r = await api.client.get("/models/", headers={"host": "evil.example"}, follow_redirects=False)
     assert "evil.example" not in r.headers.get("location", "")

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import math
-from typing import Annotated
 
 import numpy as np
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from starlette.concurrency import run_in_threadpool
 
 from .. import codecs, inputs
-from ..bodies import JSON, MULTIPART, media_type, read_json, read_uploads, run_cancellable
-from ..deps import RegistryDep, SettingsDep
+from ..bodies import JSON, MULTIPART, body_bytes, media_type, read_json, read_uploads, run_cancellable
+from ..deps import API_KEY_PARAMETER, check_api_key
 from ..errors import invalid
-from ..schemas import Format, LogProbRequest, LogProbResponse, problem_responses
+from ..offload import run_cpu
+from ..options import LogProbUploadOptions, form_properties, no_query, parse_options, query_parameters
+from ..render import json_response
+from ..schemas import LogProbRequest, LogProbResponse, problem_responses
 
 router = APIRouter(tags=["inference"])
 
@@ -24,20 +25,27 @@ _UPLOAD_SCHEMA = {
     "properties": {
         "files": {
             "type": "array",
+            "minItems": 1,
             "items": {"type": "string", "format": "binary"},
-            "description": "One or more images (PNG, JPEG, BMP, GIF, WebP); options go in the query string.",
-        }
+            "description": "One or more images (PNG, JPEG, BMP, GIF, WebP).",
+        },
+        **form_properties(LogProbUploadOptions),
     },
+    "additionalProperties": False,
 }
 
-_BODY = {
+_OPENAPI = {
+    "parameters": [
+        API_KEY_PARAMETER,
+        *query_parameters(LogProbUploadOptions, "Uploads only (or as a form field): "),
+    ],
     "requestBody": {
         "required": True,
         "content": {
             JSON: {"schema": LogProbRequest.model_json_schema()},
             MULTIPART: {"schema": _UPLOAD_SCHEMA},
         },
-    }
+    },
 }
 
 
@@ -47,41 +55,24 @@ _BODY = {
     description=(
         "JSON body (`inputs`: images as nested lists or flat vectors) or a multipart upload of image files "
         "(field `files`; converted to gray and, for binary models, set to 1 where gray >= `threshold`). "
-        "Query parameters apply to uploads only. `format=png` with one input returns a heat map of per-pixel "
-        "surprise -log p(x_d | x_<d) (black = 0 nats, brightest = the value in header X-Heatmap-Max-Nats)."
+        "Upload options go in the query string or as form fields; a JSON body carries its own. "
+        "`format=png` with one input returns a heat map of per-pixel surprise -log p(x_d | x_<d) "
+        "(black = 0 nats, brightest = the value in header X-Heatmap-Max-Nats)."
     ),
     response_model=LogProbResponse,
     responses={
         200: {"content": {"image/png": {}}},
         **problem_responses(400, 401, 404, 413, 415, 422, 503, 504),
     },
-    openapi_extra=_BODY,
+    openapi_extra=_OPENAPI,
 )
-async def log_prob(
-    request: Request,
-    registry: RegistryDep,
-    settings: SettingsDep,
-    model: Annotated[
-        str | None, Query(description="Uploads: model name (default model when omitted).")
-    ] = None,
-    per_dim: Annotated[bool, Query(description="Uploads: also return per-pixel log-probabilities.")] = False,
-    format: Annotated[Format, Query(description="Uploads: json or png (heat map, one image).")] = "json",
-    threshold: Annotated[
-        int | None,
-        Query(
-            ge=0,
-            le=255,
-            description="Uploads to binary models: gray level counted as 1 "
-            "(default MADE_BINARIZE_THRESHOLD).",
-        ),
-    ] = None,
-    invert: Annotated[
-        bool, Query(description="Uploads: invert gray levels first (dark ink on white).")
-    ] = False,
-    resize: Annotated[bool, Query(description="Uploads: fit images of another size to the model's.")] = False,
-) -> Response | LogProbResponse:
+async def log_prob(request: Request) -> Response:
+    check_api_key(request)
+    settings, registry = request.app.state.settings, request.app.state.registry
     kind = media_type(request, (JSON, MULTIPART))
+    query = request.query_params.multi_items()
     if kind == JSON:
+        no_query(query, "/log-prob with a JSON body")
         body = await read_json(request, LogProbRequest)
         entry = registry.get(body.model)
         if len(body.inputs) > settings.max_inputs_per_request:
@@ -89,14 +80,19 @@ async def log_prob(
                 "body.inputs",
                 f"at most {settings.max_inputs_per_request} inputs per request, got {len(body.inputs)}",
             )
-        x = await run_in_threadpool(inputs.from_json, body.inputs, entry, "body.inputs", body.resize)
+        x = await run_cpu(
+            inputs.from_json, body.inputs, entry, "body.inputs", body.resize, size=body_bytes(request)
+        )
         per_dim, format = body.per_dim, body.format
     else:
-        entry = registry.get(model)
-        files = await read_uploads(request, "files", settings.max_images_per_request)
+        parse_options(LogProbUploadOptions, query)  # bad query options fail before the upload is read
+        files, fields = await read_uploads(request, "files", settings.max_images_per_request)
+        opts = parse_options(LogProbUploadOptions, query, fields)
+        entry = registry.get(opts.model)
         x = await inputs.decode_uploads(
-            files, entry, settings, threshold=threshold, invert=invert, resize=resize
+            files, entry, settings, threshold=opts.threshold, invert=opts.invert, resize=opts.resize
         )
+        per_dim, format = opts.per_dim, opts.format
     if format == "png" and x.shape[0] != 1:
         raise invalid("format", f"png (a heat map) needs exactly one input, got {x.shape[0]}")
     want_per_dim = per_dim or format == "png"
@@ -109,7 +105,7 @@ async def log_prob(
     bpd = -lp / (entry.data_dim * math.log(2.0))
     if format == "png":
         assert out.per_dim is not None
-        png, top = codecs.encode_heatmap(out.per_dim[0].reshape(entry.grid_shape))
+        png, top = await run_cpu(codecs.encode_heatmap, out.per_dim[0].reshape(entry.grid_shape))
         headers = {
             "X-Model": entry.name,
             "X-Log-Prob": f"{lp[0]:.6f}",
@@ -117,9 +113,12 @@ async def log_prob(
             "X-Heatmap-Max-Nats": f"{top:.6f}",
         }
         return Response(png, media_type="image/png", headers=headers)
-    return LogProbResponse(
-        model=entry.name,
-        log_prob=lp.tolist(),
-        bits_per_dim=bpd.tolist(),
-        log_prob_per_dim=out.per_dim.tolist() if per_dim and out.per_dim is not None else None,
+    per = out.per_dim if per_dim and out.per_dim is not None else None
+    return json_response(
+        {
+            "model": entry.name,
+            "log_prob": lp,
+            "bits_per_dim": bpd,
+            "log_prob_per_dim": None if per is None else np.ascontiguousarray(per, dtype=np.float64),
+        }
     )

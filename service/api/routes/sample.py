@@ -6,8 +6,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from ..bodies import JSON, media_type, read_json, run_cancellable
-from ..deps import RegistryDep, SettingsDep
+from ..deps import API_KEY_PARAMETER, check_api_key
 from ..errors import invalid
+from ..options import no_query
 from ..render import new_seed, sample_response
 from ..schemas import SampleRequest, SampleResponse, problem_responses
 
@@ -24,15 +25,19 @@ router = APIRouter(tags=["inference"])
     response_model=SampleResponse,
     responses={200: {"content": {"image/png": {}}}, **problem_responses(401, 404, 413, 415, 422, 503, 504)},
     openapi_extra={
-        "requestBody": {"required": True, "content": {JSON: {"schema": SampleRequest.model_json_schema()}}}
+        "parameters": [API_KEY_PARAMETER],
+        "requestBody": {"required": True, "content": {JSON: {"schema": SampleRequest.model_json_schema()}}},
     },
 )
-async def sample(request: Request, registry: RegistryDep, settings: SettingsDep) -> Response | SampleResponse:
+async def sample(request: Request) -> Response:
+    check_api_key(request)
     media_type(request, (JSON,))
+    no_query(request.query_params.multi_items(), "/sample")
     body = await read_json(request, SampleRequest)
+    registry = request.app.state.registry
     entry = registry.get(body.model)
     if body.n > registry.max_rows():
         raise invalid("body.n", f"at most {registry.max_rows()} samples per request", body.n)
     seed = new_seed() if body.seed is None else body.seed
     out = await run_cancellable(request, entry.engine.sample(body.n, seed))
-    return sample_response(entry, out.x, out.log_prob, out.seed, body.format)
+    return await sample_response(entry, out.x, out.log_prob, out.seed, body.format)
