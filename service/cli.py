@@ -73,6 +73,15 @@ def _positive(text: str) -> int:
     return value
 
 
+def _scale_option(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--scale",
+        type=_positive,
+        default=1,
+        help=f"draw each pixel of the {what} as a SCALE x SCALE block (default 1, at most 16)",
+    )
+
+
 def _upload_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--threshold", type=int, help="binary models: gray level counted as 1 (server default 128)"
@@ -98,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--columns", type=_positive, help="grid width (default: about square)")
     s.add_argument("--batch", type=_positive, default=16, help="samples per request (default 16)")
     s.add_argument("--json", metavar="PATH", help="also write the images, log p and seeds as JSON")
+    _scale_option(s, "grid")
     c = sub.add_parser("complete", parents=common, help="complete the bottom of images")
     c.add_argument("images", nargs="+", type=Path, help="image files (PNG, JPEG, BMP, GIF, WebP)")
     c.add_argument(
@@ -109,12 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--json", metavar="PATH", help="also write the completions as JSON (one more request each, same seed)"
     )
+    _scale_option(c, "output")
     _upload_options(c)
     lp = sub.add_parser("log-prob", parents=common, help="exact log-likelihood of image files")
     lp.add_argument("images", nargs="+", type=Path, help="image files")
     lp.add_argument("--batch", type=_positive, default=16, help="images per request (default 16)")
     lp.add_argument("--heatmap", metavar="DIR", type=Path, help="write per-pixel surprise maps here")
     lp.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
+    _scale_option(lp, "heat maps")
     _upload_options(lp)
     return parser
 
@@ -196,7 +208,7 @@ async def cmd_sample(args: argparse.Namespace) -> int:
             parts = await asyncio.gather(*(one(i, n) for i, n in enumerate(chunks)))
     images = np.concatenate([p.array() for p in parts])
     log_prob = [v for p in parts for v in p.log_prob]
-    save_grid(args.output, images, info.value_range, args.columns)
+    save_grid(args.output, images, info.value_range, args.columns, args.scale)
     if args.json:
         body = {
             "model": info.name,
@@ -232,7 +244,7 @@ async def cmd_complete(args: argparse.Namespace) -> int:
         with _bar(args, len(args.images), "img") as bar:
             for image, out in zip(args.images, outputs, strict=True):
                 kw = {"n": args.n, "model": info.name, "seed": seed, "known_rows": args.known_rows, **options}
-                png = await client.complete_png(image, **kw)
+                png = await client.complete_png(image, scale=args.scale, **kw)
                 png.save(out)
                 if args.json:
                     results.append({"image": str(image), **(await client.complete(image, **kw)).model_dump()})
@@ -261,7 +273,7 @@ async def cmd_log_prob(args: argparse.Namespace) -> int:
             args.heatmap.mkdir(parents=True, exist_ok=True)
             with _bar(args, len(args.images), "map") as bar:
                 for image in args.images:
-                    heat = await client.heatmap(image, model=info.name, **options)
+                    heat = await client.heatmap(image, model=info.name, scale=args.scale, **options)
                     heat.save(args.heatmap / f"{image.stem}-heatmap.png")
                     bar.update(1)
     if args.json:

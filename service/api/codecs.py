@@ -205,10 +205,19 @@ def _to_uint8(values: np.ndarray, value_range: tuple[int, int]) -> np.ndarray:
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
-def encode_png(pixels: np.ndarray) -> bytes:
-    """PNG bytes of an ``(H, W)`` uint8 gray or ``(H, W, 3)`` uint8 RGB array."""
+def encode_png(pixels: np.ndarray, scale: int = 1) -> bytes:
+    """PNG bytes of an ``(H, W)`` uint8 gray or ``(H, W, 3)`` uint8 RGB array, each pixel drawn as a
+    ``scale x scale`` block (nearest neighbour: no new levels, crisp edges).
+
+    >>> png = encode_png(np.array([[0, 255]], dtype=np.uint8), scale=3)
+    >>> Image.open(io.BytesIO(png)).size
+    (6, 3)
+    """
+    img = Image.fromarray(pixels)
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
     buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="PNG", optimize=False)
+    img.save(buf, format="PNG", optimize=False)
     return buf.getvalue()
 
 
@@ -217,10 +226,11 @@ def encode_grid(
     value_range: tuple[int, int],
     columns: int | None = None,
     gap_after_first: bool = False,
+    scale: int = 1,
 ) -> bytes:
     """Tile ``(n, H, W)`` model values into one PNG, ``columns`` wide (about square by default),
     with mid-gray separators; ``gap_after_first`` widens the gap after cell 0 (an input beside its
-    completions)."""
+    completions). ``scale`` enlarges the whole picture by pixel repetition."""
     n, h, w = images.shape
     cols = columns or max(1, math.ceil(math.sqrt(n)))
     rows = math.ceil(n / cols)
@@ -232,7 +242,7 @@ def encode_grid(
         y = _PAD + r * (h + _PAD)
         x = _PAD + c * (w + _PAD) + (extra if c > 0 else 0)
         canvas[y : y + h, x : x + w] = pixels[i]
-    return encode_png(canvas)
+    return encode_png(canvas, scale)
 
 
 def heat_colors(unit: np.ndarray) -> np.ndarray:
@@ -244,12 +254,15 @@ def heat_colors(unit: np.ndarray) -> np.ndarray:
     return np.rint(rgb).astype(np.uint8)
 
 
-def encode_heatmap(per_dim_log_prob: np.ndarray, scale_nats: float | None = None) -> tuple[bytes, float]:
+def encode_heatmap(
+    per_dim_log_prob: np.ndarray, scale_nats: float | None = None, scale: int = 1
+) -> tuple[bytes, float]:
     r"""Heat map of one image's per-pixel surprise :math:`-\log p(x_d \mid x_{<d})` (nats, ``(H, W)``).
 
-    Black is 0 nats, brightest is ``scale_nats`` (default: the image's largest value). Returns the
-    PNG and the scale used, so a client can read values back off the colour bar.
+    Black is 0 nats, brightest is ``scale_nats`` (default: the image's largest value); each pixel is
+    drawn as a ``scale x scale`` block. Returns the PNG and the top of the colour scale used, so a client
+    can read values back off the colour bar.
     """
     nll = -np.asarray(per_dim_log_prob, dtype=np.float64)
     top = float(scale_nats) if scale_nats else float(max(np.max(nll), 1e-12))
-    return encode_png(heat_colors(nll / top)), top
+    return encode_png(heat_colors(nll / top), scale), top

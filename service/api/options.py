@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import invalid
-from .schemas import MAX_SEED, Format
+from .schemas import MAX_PNG_SCALE, MAX_SEED, Format
 
 __all__ = [
     "CompleteUploadOptions",
@@ -46,6 +46,9 @@ class _Options(BaseModel):
     )
     invert: bool = Field(False, description="Invert gray levels first (dark ink on white).")
     resize: bool = Field(False, description="Fit images of another size to the model's (bilinear).")
+    scale: int = Field(
+        1, ge=1, le=MAX_PNG_SCALE, description="format=png only: each pixel drawn as a scale x scale block."
+    )
 
 
 class LogProbUploadOptions(_Options):

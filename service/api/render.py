@@ -11,16 +11,24 @@ import orjson
 from fastapi.responses import Response
 
 from . import codecs
+from .errors import invalid
 from .offload import run_cpu
 from .registry import ModelEntry
 from .schemas import Format
 
-__all__ = ["json_response", "new_seed", "sample_response"]
+__all__ = ["check_scale", "json_response", "new_seed", "sample_response"]
 
 
 def new_seed() -> int:
     """A fresh seed below 2**53, so JavaScript clients can send it back unchanged."""
     return secrets.randbits(53)  # one read of the OS generator (randbelow may take several)
+
+
+def check_scale(scale: int, fmt: Format, field: str) -> None:
+    """422 naming ``field`` for a ``scale`` other than 1 on a JSON answer (it would be ignored); its
+    bounds are the request schema's. Checked before any engine work."""
+    if scale != 1 and fmt != "png":
+        raise invalid(field, "enlarges PNG answers only; send format=png (or leave scale out)", scale)
 
 
 def json_response(content: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
@@ -45,9 +53,10 @@ async def sample_response(
     *,
     known: np.ndarray | None = None,
     known_rows: int | None = None,
+    scale: int = 1,
 ) -> Response:
     """``x`` ``(n, D)`` model values; with ``known`` (``(D,)``, a completion's input) the PNG puts the
-    input first, beside its completions."""
+    input first, beside its completions, each pixel drawn ``scale x scale``."""
     if fmt == "png":
         h, w = entry.grid_shape
         images = x.reshape(-1, h, w)
@@ -62,6 +71,7 @@ async def sample_response(
                 entry.value_range,
                 columns=columns,
                 gap_after_first=known is not None,
+                scale=scale,
             )
         )
         headers = {"X-Seed": str(seed), "X-Model": entry.name}

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 __all__ = [
+    "MAX_PNG_SCALE",
     "CompleteRequest",
     "HealthLive",
     "HealthReady",
@@ -26,6 +27,7 @@ __all__ = [
 
 Format = Literal["json", "png"]
 MAX_SEED = 2**63 - 1
+MAX_PNG_SCALE = 16  # a 64-image faces grid at this scale is 8480 x 8480 pixels: the largest PNG answer
 
 
 def example_digit() -> list[list[int]]:
@@ -43,6 +45,9 @@ _DIGIT = example_digit()
 
 _MODEL = Field(None, description="Model name (see GET /models); the server's default model when omitted.")
 _SEED = Field(None, description="Random seed; the server picks one and returns it when omitted.")
+_SCALE_DOC = (
+    "PNG answers only (format=png): each image pixel is drawn as a scale x scale block (nearest neighbour)."
+)
 _INPUTS_DOC = (
     "Images as H x W nested lists (rows of pixel values) or flat D-vectors in raster order, in the model's "
     "value range: 0/1 for binary models, integers 0..255 for 8-bit models."
@@ -94,6 +99,7 @@ class LogProbRequest(_Strict):
     )
     per_dim: bool = Field(False, description="Also return log p(x_d | x_<d) for every pixel, raster order.")
     format: Format = Field("json", description="`png`: a heat map of per-pixel surprise (one input only).")
+    scale: WholeInt = Field(1, ge=1, le=MAX_PNG_SCALE, description=_SCALE_DOC)
     resize: bool = Field(False, description="Fit images of another size to the model's (bilinear).")
 
 
@@ -120,6 +126,7 @@ class SampleRequest(_Strict):
     n: WholeInt = Field(1, ge=1, description="Number of samples (at most MADE_MAX_SAMPLES_PER_REQUEST).")
     seed: Seed | None = _SEED
     format: Format = Field("json", description="`png`: one image with the n samples in a grid.")
+    scale: WholeInt = Field(1, ge=1, le=MAX_PNG_SCALE, description=_SCALE_DOC)
 
 
 class CompleteRequest(_Strict):
@@ -150,6 +157,7 @@ class CompleteRequest(_Strict):
         json_schema_extra={"minimum": 1},  # checked against the model's H, with a message naming both ends
     )
     format: Format = Field("json", description="`png`: the input beside its n completions.")
+    scale: WholeInt = Field(1, ge=1, le=MAX_PNG_SCALE, description=_SCALE_DOC)
     resize: bool = Field(False, description="Fit an image of another size to the model's (bilinear).")
 
 

@@ -129,8 +129,10 @@ class AsyncMadeClient:
     async def sample(self, n: int = 1, *, model: str | None = None, seed: int | None = None) -> Samples:
         return await self._run(calls.sample(n, model, seed))
 
-    async def sample_png(self, n: int = 1, *, model: str | None = None, seed: int | None = None) -> Png:
-        return await self._run(calls.sample_png(n, model, seed))
+    async def sample_png(
+        self, n: int = 1, *, model: str | None = None, seed: int | None = None, scale: int | None = None
+    ) -> Png:
+        return await self._run(calls.sample_png(n, model, seed, scale))
 
     async def complete(
         self,
@@ -168,6 +170,7 @@ class AsyncMadeClient:
         resize: bool = False,
         threshold: int | None = None,
         invert: bool = False,
+        scale: int | None = None,
     ) -> Png:
         return await self._run(
             calls.complete_png(
@@ -179,6 +182,7 @@ class AsyncMadeClient:
                 resize=resize,
                 threshold=threshold,
                 invert=invert,
+                scale=scale,
             )
         )
 
@@ -206,7 +210,8 @@ class AsyncMadeClient:
         resize: bool = False,
         threshold: int | None = None,
         invert: bool = False,
+        scale: int | None = None,
     ) -> Heatmap:
         return await self._run(
-            calls.heatmap(image, model=model, resize=resize, threshold=threshold, invert=invert)
+            calls.heatmap(image, model=model, resize=resize, threshold=threshold, invert=invert, scale=scale)
         )

@@ -216,8 +216,9 @@ def sample(n: int, model: str | None, seed: int | None) -> Call[Samples]:
     return Call("POST", "/sample", _samples, json=_options(model=model, n=n, seed=seed, format="json"))
 
 
-def sample_png(n: int, model: str | None, seed: int | None) -> Call[Png]:
-    return Call("POST", "/sample", _png, json=_options(model=model, n=n, seed=seed, format="png"))
+def sample_png(n: int, model: str | None, seed: int | None, scale: int | None = None) -> Call[Png]:
+    body = _options(model=model, n=n, seed=seed, format="png", scale=scale)
+    return Call("POST", "/sample", _png, json=body)
 
 
 def _complete(
@@ -231,15 +232,24 @@ def _complete(
     resize: bool,
     threshold: int | None,
     invert: bool,
+    scale: int | None = None,
 ) -> Call[T]:
     if is_file(image):
         params = _options(
-            model=model, n=n, seed=seed, known_rows=known_rows, format=fmt, resize=resize or None
+            model=model,
+            n=n,
+            seed=seed,
+            known_rows=known_rows,
+            format=fmt,
+            resize=resize or None,
+            scale=scale,
         )
         params.update(_upload_options(threshold, invert))
         return Call("POST", "/complete", parse, params=params, files=[_upload("file", image, 0)])  # type: ignore[arg-type]
     _no_upload_options(threshold, invert)
-    body = _options(model=model, n=n, seed=seed, known_rows=known_rows, format=fmt, resize=resize)
+    body = _options(
+        model=model, n=n, seed=seed, known_rows=known_rows, format=fmt, resize=resize, scale=scale
+    )
     body["inputs"] = [_json_image(image)]  # type: ignore[arg-type]
     return Call("POST", "/complete", parse, json=body)
 
@@ -268,8 +278,9 @@ def complete_png(
     resize: bool,
     threshold: int | None,
     invert: bool,
+    scale: int | None = None,
 ) -> Call[Png]:
-    return _complete(_png, "png", image, n, model, seed, known_rows, resize, threshold, invert)
+    return _complete(_png, "png", image, n, model, seed, known_rows, resize, threshold, invert, scale)
 
 
 def _log_prob(r: httpx.Response) -> LogProb:
@@ -315,14 +326,20 @@ def log_prob(
 
 
 def heatmap(
-    image: ImageLike | FileLike, *, model: str | None, resize: bool, threshold: int | None, invert: bool
+    image: ImageLike | FileLike,
+    *,
+    model: str | None,
+    resize: bool,
+    threshold: int | None,
+    invert: bool,
+    scale: int | None = None,
 ) -> Call[Heatmap]:
     if is_file(image):
-        params = _options(model=model, format="png", resize=resize or None)
+        params = _options(model=model, format="png", resize=resize or None, scale=scale)
         params.update(_upload_options(threshold, invert))
         return Call("POST", "/log-prob", _heatmap, params=params, files=[_upload("files", image, 0)])  # type: ignore[arg-type]
     _no_upload_options(threshold, invert)
-    body = _options(model=model, format="png", resize=resize)
+    body = _options(model=model, format="png", resize=resize, scale=scale)
     body["inputs"] = [_json_image(image)]  # type: ignore[arg-type]
     return Call("POST", "/log-prob", _heatmap, json=body)
 

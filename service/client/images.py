@@ -17,14 +17,21 @@ _PAD_LEVEL = 128
 
 
 def tile(
-    images: np.ndarray | Sequence[np.ndarray], value_range: Sequence[int], columns: int | None = None
+    images: np.ndarray | Sequence[np.ndarray],
+    value_range: Sequence[int],
+    columns: int | None = None,
+    scale: int = 1,
 ) -> Image.Image:
     """``(n, H, W)`` (or ``(n, D)``, drawn as one-row images) model values -> one gray grid image,
-    ``columns`` wide (about square by default).
+    ``columns`` wide (about square by default), each pixel drawn as a ``scale x scale`` block.
 
     >>> tile(np.ones((4, 2, 3)), (0, 1)).size
     (12, 10)
+    >>> tile(np.ones((4, 2, 3)), (0, 1), scale=3).size
+    (36, 30)
     """
+    if scale < 1:
+        raise ValueError(f"scale must be >= 1, got {scale}")
     arr = np.asarray(images, dtype=np.float64)
     if arr.ndim == 2:
         arr = arr[:, None, :]
@@ -40,7 +47,10 @@ def tile(
         r, c = divmod(i, cols)
         y, x = _PAD + r * (h + _PAD), _PAD + c * (w + _PAD)
         canvas[y : y + h, x : x + w] = pixels[i]
-    return Image.fromarray(canvas)
+    img = Image.fromarray(canvas)
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
+    return img
 
 
 def save_grid(
@@ -48,8 +58,9 @@ def save_grid(
     images: np.ndarray | Sequence[np.ndarray],
     value_range: Sequence[int],
     columns: int | None = None,
+    scale: int = 1,
 ) -> Path:
     """Tile ``images`` and write the grid (format from the file name's suffix, PNG by default)."""
     p = Path(path)
-    tile(images, value_range, columns).save(p, format=None if p.suffix else "PNG")
+    tile(images, value_range, columns, scale).save(p, format=None if p.suffix else "PNG")
     return p

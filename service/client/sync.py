@@ -161,9 +161,12 @@ class MadeClient:
         """``n`` fresh samples; the same model, ``n`` and ``seed`` give the same images."""
         return self._run(calls.sample(n, model, seed))
 
-    def sample_png(self, n: int = 1, *, model: str | None = None, seed: int | None = None) -> Png:
-        """``n`` samples tiled into one PNG grid."""
-        return self._run(calls.sample_png(n, model, seed))
+    def sample_png(
+        self, n: int = 1, *, model: str | None = None, seed: int | None = None, scale: int | None = None
+    ) -> Png:
+        """``n`` samples tiled into one PNG grid; ``scale`` draws each pixel as a ``scale x scale``
+        block (the server's default is 1)."""
+        return self._run(calls.sample_png(n, model, seed, scale))
 
     def complete(
         self,
@@ -203,6 +206,7 @@ class MadeClient:
         resize: bool = False,
         threshold: int | None = None,
         invert: bool = False,
+        scale: int | None = None,
     ) -> Png:
         """Like :meth:`complete`, as one PNG: the input, then its ``n`` completions."""
         return self._run(
@@ -215,6 +219,7 @@ class MadeClient:
                 resize=resize,
                 threshold=threshold,
                 invert=invert,
+                scale=scale,
             )
         )
 
@@ -243,6 +248,9 @@ class MadeClient:
         resize: bool = False,
         threshold: int | None = None,
         invert: bool = False,
+        scale: int | None = None,
     ) -> Heatmap:
         r"""PNG heat map of one image's per-pixel surprise :math:`-\log p(x_d \mid x_{<d})`."""
-        return self._run(calls.heatmap(image, model=model, resize=resize, threshold=threshold, invert=invert))
+        return self._run(
+            calls.heatmap(image, model=model, resize=resize, threshold=threshold, invert=invert, scale=scale)
+        )

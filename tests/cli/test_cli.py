@@ -108,6 +108,29 @@ def test_log_prob_table_json_and_heatmaps(url: str, tmp_path: Path, capsys) -> N
     assert heat.size == (W, H) and heat.mode == "RGB"
 
 
+def test_scale(url: str, repo: Path, tmp_path: Path) -> None:
+    """``--scale`` enlarges the sample grid (tiled locally), the completions and the heat maps."""
+    grid, big = tmp_path / "g.png", tmp_path / "g3.png"
+    args = ["sample", "--n", "4", "--seed", "2", "--url", url, "-q"]
+    assert main([*args, "-o", str(grid)]) == 0 and main([*args, "-o", str(big), "--scale", "3"]) == 0
+    assert np.array_equal(pixels(big), pixels(grid).repeat(3, axis=0).repeat(3, axis=1))
+    local = tmp_path / "local3.png"
+    args = ["sample", "--n", "4", "--seed", "2", "--model-dir", str(repo), "--model", "tiny", "-q"]
+    assert main([*args, "-o", str(local), "--scale", "3"]) == 0
+    assert local.read_bytes() == big.read_bytes()
+    src = face(tmp_path)
+    out = tmp_path / "c.png"
+    args = ["complete", str(src), "-o", str(out), "--n", "2", "--seed", "4", "--scale", "2", "-q"]
+    assert main([*args, "--url", url]) == 0
+    with MadeClient(url) as c:
+        assert out.read_bytes() == c.complete_png(src, n=2, seed=4, scale=2).content
+    maps = tmp_path / "maps"
+    assert main(["log-prob", str(src), "--url", url, "--heatmap", str(maps), "--scale", "4", "-q"]) == 0
+    assert Image.open(maps / "x-heatmap.png").size == (4 * W, 4 * H)
+    with pytest.raises(SystemExit):
+        main(["sample", "--scale", "0"])
+
+
 def test_models_listing(url: str, capsys) -> None:
     assert main(["models", "--url", url]) == 0
     out = capsys.readouterr().out

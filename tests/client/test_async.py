@@ -21,12 +21,12 @@ def test_async_matches_sync(server_url: str) -> None:
             names = (await c.models()).names
             card = await c.model("tiny")
             samples = await asyncio.gather(*(c.sample(2, seed=s) for s in range(4)))
-            png = await c.sample_png(2, seed=1)
+            png = await c.sample_png(2, seed=1, scale=2)
             x = samples[0].array()
             done = await c.complete(x[0], n=2, seed=4)
-            done_png = await c.complete_png(x[0], n=2, seed=4)
+            done_png = await c.complete_png(x[0], n=2, seed=4, scale=3)
             lp = await c.log_prob(x, model="tiny")
-            heat = await c.heatmap(x[0])
+            heat = await c.heatmap(x[0], scale=4)
             with pytest.raises(ApiError) as e:
                 await c.sample(1, model="nope")
             assert e.value.status == 404
@@ -40,9 +40,9 @@ def test_async_matches_sync(server_url: str) -> None:
     with MadeClient(server_url) as c:
         for s, got in enumerate(samples):
             assert got.images == c.sample(2, seed=s).images
-        assert png.content == c.sample_png(2, seed=1).content
+        assert png.content == c.sample_png(2, seed=1, scale=2).content
         x = samples[0].array()
         assert done.images == c.complete(x[0], n=2, seed=4).images
-        assert done_png.content == c.complete_png(x[0], n=2, seed=4).content
+        assert done_png.content == c.complete_png(x[0], n=2, seed=4, scale=3).content
         np.testing.assert_allclose(lp.log_prob, samples[0].log_prob, rtol=1e-5)
-        assert heat.content == c.heatmap(x[0]).content
+        assert heat.content == c.heatmap(x[0], scale=4).content

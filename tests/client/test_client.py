@@ -126,3 +126,29 @@ def test_inputs_are_checked_before_sending(client: MadeClient) -> None:
         client.complete(x, threshold=10)
     with pytest.raises(ValueError, match="wrap one"):
         client.log_prob(png_of(x))  # type: ignore[arg-type]
+
+
+def test_png_scale(client: MadeClient) -> None:
+    """``scale`` enlarges every PNG answer by whole-pixel repetition; the server bounds it."""
+    x = client.sample(1, seed=5).array()[0]
+
+    def px(png) -> np.ndarray:
+        return np.asarray(Image.open(io.BytesIO(png.content)))
+
+    def big(a: np.ndarray, s: int) -> np.ndarray:
+        return a.repeat(s, axis=0).repeat(s, axis=1)
+
+    assert np.array_equal(px(client.sample_png(4, seed=3, scale=3)), big(px(client.sample_png(4, seed=3)), 3))
+    for image in (x, png_of(x)):
+        done = client.complete_png(image, n=2, seed=9, scale=2)
+        assert done.seed == 9 and done.known_rows == H // 2
+        assert np.array_equal(px(done), big(px(client.complete_png(image, n=2, seed=9)), 2))
+        heat = client.heatmap(image, scale=5)
+        assert Image.open(io.BytesIO(heat.content)).size == (5 * W, 5 * H)
+        assert np.array_equal(px(heat), big(px(client.heatmap(image)), 5))
+    with pytest.raises(ApiError) as e:
+        client.sample_png(1, scale=17)
+    assert e.value.status == 422 and e.value.fields == ["body.scale"] and "16" in e.value.detail
+    with pytest.raises(ApiError) as e:
+        client.heatmap(png_of(x), scale=100)
+    assert e.value.fields == ["query.scale"]

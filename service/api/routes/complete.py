@@ -11,7 +11,7 @@ from ..deps import API_KEY_PARAMETER, check_api_key
 from ..errors import invalid
 from ..offload import run_cpu
 from ..options import CompleteUploadOptions, form_properties, no_query, parse_options, query_parameters
-from ..render import new_seed, sample_response
+from ..render import check_scale, new_seed, sample_response
 from ..schemas import CompleteRequest, SampleResponse, problem_responses
 
 router = APIRouter(tags=["inference"])
@@ -70,17 +70,20 @@ async def complete(request: Request) -> Response:
         no_query(query, "/complete with a JSON body")
         body = await read_json(request, CompleteRequest)
         entry = registry.get(body.model)
-        n, seed, known_rows, format, where = body.n, body.seed, body.known_rows, body.format, "body."
+        n, seed, known_rows, format, scale = body.n, body.seed, body.known_rows, body.format, body.scale
+        where = scale_at = "body."
     else:
         parse_options(CompleteUploadOptions, query)  # bad query options fail before the upload is read
         files, fields = await read_uploads(request, "file", 1)
         opts = parse_options(CompleteUploadOptions, query, fields)
         entry = registry.get(opts.model)
-        n, seed, known_rows, format = opts.n, opts.seed, opts.known_rows, opts.format
+        n, seed, known_rows, format, scale = opts.n, opts.seed, opts.known_rows, opts.format, opts.scale
         where = "form." if any(k == "n" for k, _ in fields) else "query."
+        scale_at = "form." if any(k == "scale" for k, _ in fields) else "query."
     # Cheap checks first, before any image is decoded.
     if n > registry.max_rows():
         raise invalid(f"{where}n", f"at most {registry.max_rows()} completions per request", n)
+    check_scale(scale, format, f"{scale_at}scale")
     rows, n_known = inputs.known_rows_to_n_known(entry, known_rows, f"{where}known_rows")
     if kind == JSON:
         x = await run_cpu(
@@ -93,4 +96,6 @@ async def complete(request: Request) -> Response:
     seed = new_seed() if seed is None else seed
     known = x[0]
     out = await run_cancellable(request, entry.engine.complete(known, n_known, n, seed))
-    return await sample_response(entry, out.x, out.log_prob, out.seed, format, known=known, known_rows=rows)
+    return await sample_response(
+        entry, out.x, out.log_prob, out.seed, format, known=known, known_rows=rows, scale=scale
+    )

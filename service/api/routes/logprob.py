@@ -14,7 +14,7 @@ from ..deps import API_KEY_PARAMETER, check_api_key
 from ..errors import invalid
 from ..offload import run_cpu
 from ..options import LogProbUploadOptions, form_properties, no_query, parse_options, query_parameters
-from ..render import json_response
+from ..render import check_scale, json_response
 from ..schemas import LogProbRequest, LogProbResponse, problem_responses
 
 router = APIRouter(tags=["inference"])
@@ -80,19 +80,22 @@ async def log_prob(request: Request) -> Response:
                 "body.inputs",
                 f"at most {settings.max_inputs_per_request} inputs per request, got {len(body.inputs)}",
             )
+        check_scale(body.scale, body.format, "body.scale")
         x = await run_cpu(
             inputs.from_json, body.inputs, entry, "body.inputs", body.resize, size=body_bytes(request)
         )
-        per_dim, format = body.per_dim, body.format
+        per_dim, format, scale = body.per_dim, body.format, body.scale
     else:
         parse_options(LogProbUploadOptions, query)  # bad query options fail before the upload is read
         files, fields = await read_uploads(request, "files", settings.max_images_per_request)
         opts = parse_options(LogProbUploadOptions, query, fields)
         entry = registry.get(opts.model)
+        scale_at = "form." if any(k == "scale" for k, _ in fields) else "query."
+        check_scale(opts.scale, opts.format, f"{scale_at}scale")
         x = await inputs.decode_uploads(
             files, entry, settings, threshold=opts.threshold, invert=opts.invert, resize=opts.resize
         )
-        per_dim, format = opts.per_dim, opts.format
+        per_dim, format, scale = opts.per_dim, opts.format, opts.scale
     if format == "png" and x.shape[0] != 1:
         raise invalid("format", f"png (a heat map) needs exactly one input, got {x.shape[0]}")
     want_per_dim = per_dim or format == "png"
@@ -105,7 +108,7 @@ async def log_prob(request: Request) -> Response:
     bpd = -lp / (entry.data_dim * math.log(2.0))
     if format == "png":
         assert out.per_dim is not None
-        png, top = await run_cpu(codecs.encode_heatmap, out.per_dim[0].reshape(entry.grid_shape))
+        png, top = await run_cpu(codecs.encode_heatmap, out.per_dim[0].reshape(entry.grid_shape), None, scale)
         headers = {
             "X-Model": entry.name,
             "X-Log-Prob": f"{lp[0]:.6f}",

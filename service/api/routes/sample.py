@@ -9,7 +9,7 @@ from ..bodies import JSON, media_type, read_json, run_cancellable
 from ..deps import API_KEY_PARAMETER, check_api_key
 from ..errors import invalid
 from ..options import no_query
-from ..render import new_seed, sample_response
+from ..render import check_scale, new_seed, sample_response
 from ..schemas import SampleRequest, SampleResponse, problem_responses
 
 router = APIRouter(tags=["inference"])
@@ -38,6 +38,7 @@ async def sample(request: Request) -> Response:
     entry = registry.get(body.model)
     if body.n > registry.max_rows():
         raise invalid("body.n", f"at most {registry.max_rows()} samples per request", body.n)
+    check_scale(body.scale, body.format, "body.scale")
     seed = new_seed() if body.seed is None else body.seed
     out = await run_cancellable(request, entry.engine.sample(body.n, seed))
-    return await sample_response(entry, out.x, out.log_prob, out.seed, body.format)
+    return await sample_response(entry, out.x, out.log_prob, out.seed, body.format, scale=body.scale)
