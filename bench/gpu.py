@@ -25,7 +25,6 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from unittest import mock
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `python -m service serve` sets it
 
@@ -153,22 +152,13 @@ def http(report: Report, device: torch.device, args: argparse.Namespace) -> None
         report.text("Skipped (`--http` runs them).")
         return
     from . import http as bench_http
-    from .server import Server
-
-    class DeviceServer(Server):
-        """bench.http's server, started with ``MADE_DEVICE`` set to this check's device."""
-
-        def __init__(self, model_dir: Path, log_path: Path, env: dict[str, Any] | None = None) -> None:
-            super().__init__(model_dir, log_path, env={**(env or {}), "MADE_DEVICE": device.type})
 
     ns = argparse.Namespace(
         model_dir=args.model_dir, fast_model="mnist-fast", clients=args.clients, seconds=args.http_seconds
     )
     ns.only = None
     try:
-        # bench.http.measure starts its server with MADE_DEVICE=cpu and takes no device argument
-        with mock.patch.object(bench_http, "Server", DeviceServer):
-            rows = bench_http.measure(ns)
+        rows = bench_http.measure(ns, server_env={"MADE_DEVICE": device.type})
     except (Exception, SystemExit) as e:  # measure exits on a non-200 answer
         report.check("http", False, f"bench.http.measure failed: {e}")
         return

@@ -91,7 +91,7 @@ def cases(fast_model: str, clients: int) -> list[Case]:
     ]
 
 
-def engine_one_sample_ms(model_dir: Path, name: str, requests: int = 300) -> float:
+def engine_one_sample_ms(model_dir: Path, name: str, requests: int = 300, device: str = "cpu") -> float:
     """p50 of sequential ``Engine.sample(1)`` calls on one model, in this process (default config)."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
@@ -101,6 +101,7 @@ def engine_one_sample_ms(model_dir: Path, name: str, requests: int = 300) -> flo
 
     torch.set_grad_enabled(False)
     model, _ = load_model(model_dir / name, verify=False)
+    model = model.to(device)
 
     async def go() -> float:
         engine = Engine(model, EngineConfig(), name)
@@ -158,11 +159,15 @@ def _check_ok(name: str, who: str, r: HeyResult) -> None:
         raise SystemExit(f"{who} answered {bad} (not 200) on {name}")
 
 
-def measure(args: argparse.Namespace) -> list[tuple[Case, HeyResult, HeyResult]]:
-    """Every case against the floor, then the service, in turn."""
+def measure(
+    args: argparse.Namespace, server_env: dict[str, str] | None = None
+) -> list[tuple[Case, HeyResult, HeyResult]]:
+    """Every case against the floor, then the service, in turn (``server_env``: extra ``MADE_*``
+    settings, e.g. ``MADE_DEVICE=cuda``)."""
     ensure_hey()
     rows = []
     env = {"OMP_NUM_THREADS": str(os.cpu_count()), "NUMBA_NUM_THREADS": str(os.cpu_count())}
+    env.update(server_env or {})
     with (
         tempfile.TemporaryDirectory() as tmp,
         Floor() as floor,

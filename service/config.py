@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -89,8 +89,29 @@ class Settings(BaseSettings):
     logprob_max_batch: int = Field(1024, ge=1, description="Largest micro-batch for log-prob work.")
     logprob_max_wait_ms: float = Field(2.0, ge=0, description="Longest wait to fill a log-prob batch.")
     request_timeout_s: float = Field(60.0, gt=0, description="Per-request deadline inside the engine.")
-    retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 503.")
+    retry_after_s: int = Field(
+        1, ge=1, description="Retry-After of a 503 when no drain rate is known yet (a stopped engine)."
+    )
+    retry_after_min_s: float = Field(
+        1.0, gt=0, description="Least Retry-After of a full engine's 503 (else backlog / drain rate)."
+    )
+    retry_after_max_s: float = Field(
+        30.0, gt=0, description="Most Retry-After of a full engine's 503 (else backlog / drain rate)."
+    )
+    refusal_delay_ms: float = Field(
+        0.0,
+        ge=0,
+        le=10_000,
+        description="Hold each 503 of a full engine this long before answering: paces clients that "
+        "retry at once, ignoring Retry-After.",
+    )
     shutdown_grace_s: float = Field(20.0, ge=0, description="Time to drain in-flight work on stop.")
+
+    @model_validator(mode="after")
+    def _bounds_in_order(self) -> Settings:
+        if self.retry_after_min_s > self.retry_after_max_s:
+            raise ValueError("MADE_RETRY_AFTER_MIN_S must not exceed MADE_RETRY_AFTER_MAX_S")
+        return self
 
 
 @lru_cache

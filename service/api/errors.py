@@ -8,6 +8,7 @@ for 503. Responses never carry stack traces; unexpected exceptions are logged an
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Sequence
@@ -187,6 +188,9 @@ async def _engine_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, EngineError)
     if isinstance(exc, EngineFull):
         wait = _retry_after(request, exc)
+        delay = request.app.state.settings.refusal_delay_ms
+        if delay > 0:  # pace a client that retries at once; the event loop is free meanwhile
+            await asyncio.sleep(delay / 1000.0)
         return problem_response(
             request,
             503,

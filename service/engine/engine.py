@@ -225,6 +225,22 @@ class Engine:
             self.metrics.request_done("log_prob", time.monotonic() - t0, time.monotonic() - t0, "timeout")
             raise EngineTimeout(f"log-prob request exceeded its {timeout:g} s deadline") from None
 
+    def check_capacity(self, n: int, kind: str = "sample") -> None:
+        """Raise what :meth:`sample` (or ``kind="log_prob"``: :meth:`log_prob`) would raise now for ``n``
+        rows because the engine is stopped or full, so a caller can refuse before any costly work
+        (decoding an upload); the refusal is counted then."""
+        self._check_accepting()
+        try:
+            if kind == "log_prob":
+                assert self._batcher is not None
+                self._batcher.check(n)
+            else:
+                timeout = self.config.request_timeout_s
+                self._sched.check(n, self._loop.retry_after(), self._loop.horizon_rows(timeout))
+        except EngineError:
+            self.metrics.request_done(kind, 0.0, 0.0, "rejected")
+            raise
+
     # --- sampling requests -------------------------------------------------------------------------
     def _check_accepting(self) -> None:
         if not self.running:
@@ -247,15 +263,17 @@ class Engine:
         timeout = timeout_s if timeout_s is not None else self.config.request_timeout_s
         if timeout <= 0:
             raise ValueError("timeout_s must be > 0")
+        retry, horizon = self._loop.retry_after(), self._loop.horizon_rows(timeout)
+        try:
+            self._sched.check(n, retry, horizon)  # a refusal allocates nothing
+        except EngineError:
+            self.metrics.request_done(kind, 0.0, 0.0, "rejected")
+            raise
         fut: asyncio.Future[SampleOutput] = asyncio.get_running_loop().create_future()
         job = Job(seed, known, n_known, fut, np.zeros((n, d), np.float32), np.zeros(n, np.float64))
         now = time.monotonic()
         req = Request(kind, n, n_known, d, now + timeout, now, job)
-        try:
-            self._sched.submit(req, self._loop.retry_after())
-        except EngineError:
-            self.metrics.request_done(kind, 0.0, 0.0, "rejected")
-            raise
+        self._sched.submit(req, retry, horizon)  # passes: nothing ran since the check
         self._loop.wake()
         try:
             return await _await_until(fut, timeout + _DEADLINE_SLACK_S)

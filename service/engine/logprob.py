@@ -97,11 +97,16 @@ class LogProbBatcher:
     def queued_rows(self) -> int:
         return self._queued_rows
 
+    def check(self, b: int) -> None:
+        """Raise :class:`EngineFull` if ``b`` more rows would overflow the queue."""
+        if self._queued_rows + b > self.max_queued_rows + self.max_batch:
+            raise EngineFull(f"log-prob queue is full ({self._queued_rows} rows waiting)", 1.0)
+
     def submit(self, x: np.ndarray, per_dim: bool, internal: bool = False) -> asyncio.Future[LogProbOutput]:
         """Queue ``x`` (validated, ``(B, D)``); ``internal`` work (the engine's own) skips the limit."""
         b = x.shape[0]
-        if not internal and self._queued_rows + b > self.max_queued_rows + self.max_batch:
-            raise EngineFull(f"log-prob queue is full ({self._queued_rows} rows waiting)", 1.0)
+        if not internal:
+            self.check(b)
         fut: asyncio.Future[LogProbOutput] = asyncio.get_running_loop().create_future()
         self._queue.append(_Item(x, per_dim, fut, internal))
         self._queued_rows += b

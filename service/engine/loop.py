@@ -126,12 +126,19 @@ class SamplingLoop:
         self.runner.preempt[0] = 1
 
     def retry_after(self) -> float:
-        """Seconds until the current backlog should have drained (for ``Retry-After``)."""
-        rate = self.counters.rows_per_s
+        """Seconds until the current backlog should have drained at the measured rate (queued and
+        active rows over recent finished rows per second), within the configured bounds (for
+        ``Retry-After``)."""
+        cfg, rate = self.config, self.counters.rows_per_s
         if not rate:
-            return 1.0
+            return cfg.retry_after_min_s
         backlog = self.sched.queued_rows + self.sched.active_rows
-        return float(min(30.0, max(0.1, backlog / rate)))
+        return float(min(cfg.retry_after_max_s, max(cfg.retry_after_min_s, backlog / rate)))
+
+    def horizon_rows(self, timeout_s: float) -> int | None:
+        """Rows the engine drains within ``timeout_s`` at the measured rate (None before any chunk)."""
+        rate = self.counters.rows_per_s
+        return None if not rate else int(rate * timeout_s)
 
     @property
     def drained(self) -> bool:
@@ -301,7 +308,7 @@ class SamplingLoop:
             c.unit_s = per if c.unit_s is None else 0.8 * c.unit_s + 0.2 * per
         row_steps = int(done.sum())
         if row_steps > 0 and elapsed > 0:
-            rate = len(before) / (d * elapsed / row_steps)  # rows per second at this chunk's pace
+            rate = row_steps / (d * elapsed)  # rows finished per second at this chunk's pace
             c.rows_per_s = rate if c.rows_per_s is None else 0.8 * c.rows_per_s + 0.2 * rate
         self.metrics.step(elapsed / steps, len(before))
 

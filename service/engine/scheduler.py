@@ -131,25 +131,39 @@ class Scheduler:
         return self._end[slots].copy()
 
     # --- submission and admission ----------------------------------------------------------------
-    def submit(self, req: Request, retry_after_s: float = 1.0) -> None:
-        """Queue ``req``; raise :class:`EngineFull` if its rows would overflow the waiting queue (rows
-        that fit into free slots at the next step do not count as queued)."""
-        if req.n_rows < 1:
-            raise ValueError("a request needs at least one row")
-        if req.n_rows > self.max_active_rows + self.max_queued_rows:
+    def check(self, n_rows: int, retry_after_s: float = 1.0, horizon_rows: int | None = None) -> None:
+        """Raise :class:`EngineFull` if ``n_rows`` more rows would overflow the waiting queue (rows that
+        fit into free slots at the next step do not count as queued), or would wait behind more rows
+        than the engine drains before the request's deadline (``horizon_rows``: the measured drain
+        rate times the timeout; never below the active capacity, so an idle engine admits).
+        ``ValueError`` if they could never fit."""
+        if n_rows > self.max_active_rows + self.max_queued_rows:
             raise ValueError(
-                f"n={req.n_rows} exceeds the engine capacity of {self.max_active_rows + self.max_queued_rows} rows"
+                f"n={n_rows} exceeds the engine capacity of {self.max_active_rows + self.max_queued_rows} rows"
             )
-        if not 0 <= req.start < req.end:
-            raise ValueError("need 0 <= start < end")
-        free = len(self._free)
-        overflow = max(0, self._queued_rows + req.n_rows - free)
+        overflow = max(0, self._queued_rows + n_rows - len(self._free))
         if overflow > self.max_queued_rows:
             raise EngineFull(
                 f"engine queue is full ({self._queued_rows} rows waiting, {self.active_rows} active, "
                 f"limit {self.max_queued_rows} queued)",
                 retry_after_s,
             )
+        if horizon_rows is not None:
+            backlog = self._queued_rows + self.active_rows + n_rows
+            if backlog > max(horizon_rows, self.max_active_rows):
+                raise EngineFull(
+                    f"the engine would not reach this request before its deadline ({backlog} rows "
+                    f"ahead of and in it; about {horizon_rows} drain in time)",
+                    retry_after_s,
+                )
+
+    def submit(self, req: Request, retry_after_s: float = 1.0, horizon_rows: int | None = None) -> None:
+        """Queue ``req``, or raise :class:`EngineFull` as :meth:`check` says."""
+        if req.n_rows < 1:
+            raise ValueError("a request needs at least one row")
+        if not 0 <= req.start < req.end:
+            raise ValueError("need 0 <= start < end")
+        self.check(req.n_rows, retry_after_s, horizon_rows)
         self._waiting.append(req)
         self._queued_rows += req.n_rows
 

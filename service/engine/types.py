@@ -48,6 +48,8 @@ class EngineConfig:
     chunk_budget_ms: float = 50.0
     inline_chunk_ms: float = 1.0
     min_chunk_ms: float = 1.0
+    retry_after_min_s: float = 1.0
+    retry_after_max_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.max_active_rows < 1:
@@ -69,6 +71,8 @@ class EngineConfig:
             < 0
         ):
             raise ValueError("waits and budgets must be >= 0")
+        if not 0 < self.retry_after_min_s <= self.retry_after_max_s:
+            raise ValueError("need 0 < retry_after_min_s <= retry_after_max_s")
         if self.request_timeout_s <= 0:
             raise ValueError("request_timeout_s must be > 0")
         if self.backend not in ("auto", "numba", "torch"):

@@ -12,7 +12,7 @@ from ..errors import invalid
 from ..offload import run_cpu
 from ..options import CompleteUploadOptions, form_properties, no_query, parse_options, query_parameters
 from ..render import check_scale, new_seed, sample_response
-from ..schemas import CompleteRequest, SampleResponse, problem_responses
+from ..schemas import COMPLETE_EXAMPLE, CompleteRequest, SampleResponse, json_or_png, problem_responses
 
 router = APIRouter(tags=["inference"])
 
@@ -47,6 +47,7 @@ _OPENAPI = {
 
 @router.post(
     "/complete",
+    operation_id="complete",
     summary="Complete the bottom of an image",
     description=(
         "Keeps the top `known_rows` rows (default: half) of one image exactly and draws the rest `n` times "
@@ -56,7 +57,13 @@ _OPENAPI = {
     ),
     response_model=SampleResponse,
     responses={
-        200: {"content": {"image/png": {}}},
+        **json_or_png(
+            "Completions as JSON, or a PNG of the input beside them (format=png).",
+            COMPLETE_EXAMPLE,
+            "X-Seed",
+            "X-Model",
+            "X-Known-Rows",
+        ),
         **problem_responses(400, 401, 404, 413, 415, 422, 503, 504),
     },
     openapi_extra=_OPENAPI,
@@ -80,9 +87,10 @@ async def complete(request: Request) -> Response:
         n, seed, known_rows, format, scale = opts.n, opts.seed, opts.known_rows, opts.format, opts.scale
         where = "form." if any(k == "n" for k, _ in fields) else "query."
         scale_at = "form." if any(k == "scale" for k, _ in fields) else "query."
-    # Cheap checks first, before any image is decoded.
+    # Cheap checks first, before any image is decoded: limits, then whether the engine would refuse.
     if n > registry.max_rows():
         raise invalid(f"{where}n", f"at most {registry.max_rows()} completions per request", n)
+    entry.engine.check_capacity(n)
     check_scale(scale, format, f"{scale_at}scale")
     rows, n_known = inputs.known_rows_to_n_known(entry, known_rows, f"{where}known_rows")
     if kind == JSON:
