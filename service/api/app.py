@@ -21,7 +21,7 @@ from .errors import install_error_handlers
 from .limits import BodyLimitMiddleware
 from .metrics import ApiMetrics
 from .middleware import ServingMiddleware
-from .openapi import install_openapi_fixups
+from .openapi import install_docs, install_openapi_fixups, operation_id
 from .registry import Registry
 from .routes import complete, health, logprob, models, sample, web
 from .routes import metrics as metrics_route
@@ -64,6 +64,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         redirect_slashes=False,  # a redirect's Location would be built from the client's Host header
+        docs_url=None,  # /docs and /redoc come from install_docs: their files served here, not from a CDN
+        redoc_url=None,
+        generate_unique_id_function=operation_id,  # listModels, not list_models_models_get
     )
     app.state.settings = settings
     app.state.registry = registry
@@ -99,5 +102,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(web.router)  # the demo page at / (and its examples, behind the API key)
     install_openapi_fixups(app)  # errors documented as problem+json, 401 where the key is required
+    install_docs(app)  # /docs and /redoc, working without internet
 
     return app

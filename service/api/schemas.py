@@ -11,7 +11,11 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 __all__ = [
+    "COMPLETE_EXAMPLE",
+    "LOG_PROB_EXAMPLE",
     "MAX_PNG_SCALE",
+    "PNG_SCHEMA",
+    "SAMPLE_EXAMPLE",
     "CompleteRequest",
     "HealthLive",
     "HealthReady",
@@ -23,6 +27,8 @@ __all__ = [
     "Problem",
     "SampleRequest",
     "SampleResponse",
+    "json_or_png",
+    "problem_responses",
 ]
 
 Format = Literal["json", "png"]
@@ -243,4 +249,48 @@ def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
             "content": {"application/problem+json": {"schema": Problem.model_json_schema()}},
         }
         for c in codes
+    }
+
+
+#: An image answer in OpenAPI terms: the PNG file itself.
+PNG_SCHEMA: dict[str, Any] = {"type": "string", "format": "binary"}
+
+_HEADER_DOC = {
+    "X-Seed": ({"type": "integer"}, "PNG answers: the seed that reproduces the images."),
+    "X-Model": ({"type": "string"}, "PNG answers: the model that answered."),
+    "X-Known-Rows": ({"type": "integer"}, "PNG completions: rows copied from the input."),
+    "X-Log-Prob": ({"type": "number"}, "Heat map: log p(x) in nats."),
+    "X-Bits-Per-Dim": ({"type": "number"}, "Heat map: -log2 p(x) / D."),
+    "X-Heatmap-Max-Nats": ({"type": "number"}, "Heat map: the surprise (nats) of the brightest colour."),
+}
+
+_EXAMPLE_LOG_PROB = -97.31  # nats, of the example digit (illustrative)
+SAMPLE_EXAMPLE = {
+    "model": "mnist",
+    "seed": 42,
+    "images": [_DIGIT],
+    "log_prob": [_EXAMPLE_LOG_PROB],
+    "known_rows": None,
+}
+COMPLETE_EXAMPLE = {**SAMPLE_EXAMPLE, "seed": 7, "known_rows": 14}
+LOG_PROB_EXAMPLE = {
+    "model": "mnist",
+    "log_prob": [_EXAMPLE_LOG_PROB],
+    "bits_per_dim": [round(-_EXAMPLE_LOG_PROB / (784 * 0.6931471805599453), 6)],
+    "log_prob_per_dim": None,
+}
+
+
+def json_or_png(description: str, example: dict[str, Any], *headers: str) -> dict[int | str, Any]:
+    """OpenAPI ``responses`` entry for a 200 that is JSON (with ``example``) or, with ``format=png``, a
+    PNG file with the named headers."""
+    return {
+        200: {
+            "description": description,
+            "content": {"application/json": {"example": example}, "image/png": {"schema": PNG_SCHEMA}},
+            "headers": {
+                name: {"description": _HEADER_DOC[name][1], "schema": _HEADER_DOC[name][0]}
+                for name in headers
+            },
+        }
     }

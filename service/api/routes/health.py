@@ -14,13 +14,14 @@ from ..schemas import HealthLive, HealthReady, ModelReady, problem_responses
 router = APIRouter(prefix="/v2", tags=["health"])
 
 
-@router.get("/health/live", summary="The process is up", response_model=HealthLive)
+@router.get("/health/live", operation_id="healthLive", summary="The process is up", response_model=HealthLive)
 async def live() -> HealthLive:
     return HealthLive(live=True)
 
 
 @router.get(
     "/health/ready",
+    operation_id="healthReady",
     summary="Every model is loaded and its engine runs",
     response_model=HealthReady,
     responses=problem_responses(503),
@@ -50,6 +51,7 @@ async def ready(request: Request, registry: RegistryDep) -> HealthReady | JSONRe
 
 @router.get(
     "/models/{name}/ready",
+    operation_id="modelReady",
     summary="One model is loaded and its engine runs",
     response_model=ModelReady,
     responses=problem_responses(404, 503),

@@ -15,7 +15,7 @@ from ..errors import invalid
 from ..offload import run_cpu
 from ..options import LogProbUploadOptions, form_properties, no_query, parse_options, query_parameters
 from ..render import check_scale, json_response
-from ..schemas import LogProbRequest, LogProbResponse, problem_responses
+from ..schemas import LOG_PROB_EXAMPLE, LogProbRequest, LogProbResponse, json_or_png, problem_responses
 
 router = APIRouter(tags=["inference"])
 
@@ -51,6 +51,7 @@ _OPENAPI = {
 
 @router.post(
     "/log-prob",
+    operation_id="logProb",
     summary="Exact log-likelihood of images",
     description=(
         "JSON body (`inputs`: images as nested lists or flat vectors) or a multipart upload of image files "
@@ -61,7 +62,14 @@ _OPENAPI = {
     ),
     response_model=LogProbResponse,
     responses={
-        200: {"content": {"image/png": {}}},
+        **json_or_png(
+            "Log-likelihoods as JSON, or a heat map PNG of one input (format=png).",
+            LOG_PROB_EXAMPLE,
+            "X-Model",
+            "X-Log-Prob",
+            "X-Bits-Per-Dim",
+            "X-Heatmap-Max-Nats",
+        ),
         **problem_responses(400, 401, 404, 413, 415, 422, 503, 504),
     },
     openapi_extra=_OPENAPI,

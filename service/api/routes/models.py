@@ -76,6 +76,7 @@ def model_summary(entry: ModelEntry) -> ModelSummary:
 
 @router.get(
     "/models",
+    operation_id="listModels",
     summary="List the served models (a summary each; GET /models/{name} has the whole card)",
     response_model=ModelSummaryList,
     responses=problem_responses(401),
@@ -90,6 +91,7 @@ async def list_models(registry: RegistryDep) -> ModelSummaryList:
 
 @router.get(
     "/models/{name}",
+    operation_id="getModel",
     summary="One model's whole card: the summary fields, the data set and split, and the card as stored",
     response_model=ModelCard,
     responses=problem_responses(401, 404),

@@ -10,20 +10,24 @@ from ..deps import API_KEY_PARAMETER, check_api_key
 from ..errors import invalid
 from ..options import no_query
 from ..render import check_scale, new_seed, sample_response
-from ..schemas import SampleRequest, SampleResponse, problem_responses
+from ..schemas import SAMPLE_EXAMPLE, SampleRequest, SampleResponse, json_or_png, problem_responses
 
 router = APIRouter(tags=["inference"])
 
 
 @router.post(
     "/sample",
+    operation_id="sample",
     summary="Draw samples",
     description=(
         "Draws `n` images. The same model, `n` and `seed` always give the same images; without a seed the "
         "server picks one and returns it (`seed` in JSON, header X-Seed for PNG)."
     ),
     response_model=SampleResponse,
-    responses={200: {"content": {"image/png": {}}}, **problem_responses(401, 404, 413, 415, 422, 503, 504)},
+    responses={
+        **json_or_png("Samples as JSON, or a PNG grid (format=png).", SAMPLE_EXAMPLE, "X-Seed", "X-Model"),
+        **problem_responses(401, 404, 413, 415, 422, 503, 504),
+    },
     openapi_extra={
         "parameters": [API_KEY_PARAMETER],
         "requestBody": {"required": True, "content": {JSON: {"schema": SampleRequest.model_json_schema()}}},

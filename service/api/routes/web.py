@@ -22,7 +22,7 @@ from .. import codecs
 from ..deps import RegistryDep, require_api_key
 from ..errors import ProblemError
 from ..registry import ModelEntry
-from ..schemas import problem_responses
+from ..schemas import PNG_SCHEMA, problem_responses
 
 router = APIRouter()
 
@@ -107,6 +107,7 @@ _Name = Annotated[str, PathParam(examples=["mnist"], description="Model name.")]
 
 @router.get(
     "/models/{name}/examples",
+    operation_id="listExamples",
     summary="Example images for the demo page",
     response_model=ExampleList,
     dependencies=[Depends(require_api_key)],
@@ -127,10 +128,24 @@ async def list_examples(name: _Name, registry: RegistryDep) -> ExampleList:
 
 @router.get(
     "/models/{name}/examples/{index}",
+    operation_id="getExample",
     summary="One example image (PNG)",
     response_class=Response,
     dependencies=[Depends(require_api_key)],
-    responses={200: {"content": {"image/png": {}}}, **problem_responses(401, 404)},
+    responses={
+        200: {
+            "description": "The image (PNG).",
+            "content": {"image/png": {"schema": PNG_SCHEMA}},
+            "headers": {
+                "X-Example-Source": {
+                    "description": "`held-out` or `model sample`.",
+                    "schema": {"type": "string"},
+                },
+                "X-Example-Name": {"description": "The example's name.", "schema": {"type": "string"}},
+            },
+        },
+        **problem_responses(401, 404),
+    },
     tags=["models"],
 )
 async def get_example(
