@@ -5,6 +5,8 @@
 const $ = (id) => document.getElementById(id);
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const MAX_RETRIES = 3;
+const MAX_SCALE = 16;  // the API's bound on `scale`
+const GAP = 2;  // pixels between the cells of a PNG grid (and 2 more after a completion's input)
 
 const state = { models: {}, model: null, chosen: null, urls: new Map(), busy: 0 };
 
@@ -68,6 +70,18 @@ async function busy(label, work) {
   }
 }
 
+// The whole-pixel `scale` the server is asked for, so a picture `width` pixels wide comes out about
+// maxWidth wide (the server enlarges it: the PNG a user saves is the one on screen).
+function scaleFor(width, maxWidth) {
+  return Math.max(1, Math.min(MAX_SCALE, Math.floor(maxWidth / width)));
+}
+
+// Widths of the server's pictures, at scale 1: a grid of `columns` cells, or one image.
+function gridWidth(m, columns, inputFirst = false) {
+  const w = m.shape ? m.shape[1] : m.data_dim;
+  return columns * (w + GAP) + GAP + (inputFirst ? 2 * GAP : 0);
+}
+
 // Show a PNG blob in <img id=...>, scaled up by a whole factor (crisp pixels) to about maxWidth.
 function showImage(id, blob, maxWidth) {
   const img = $(id);
@@ -126,6 +140,8 @@ async function selectModel() {
   $("colorbar").hidden = true;
   for (const id of ["completions-caption", "heatmap-caption", "samples-caption"]) $(id).textContent = "";
   $("run-btn").disabled = true;
+  $("resize").checked = false;  // the API's default: an image of another size is an error unless resized
+  $("resize-note").textContent = "";
   $("complete-note").textContent = m.completion && m.completion.supported
     ? `The top ${m.completion.default_known_rows} rows are kept by default; the rest is drawn from the model.`
     : "This model cannot complete images (its ordering does not start with the top rows); the heat map still works.";
@@ -137,7 +153,8 @@ async function selectModel() {
 async function drawSamples() {
   const m = state.model;
   await busy("drawing samples…", async () => {
-    const body = { model: m.name, n: Number(value("sample-n") || 16), format: "png" };
+    const n = Number(value("sample-n") || 16);
+    const body = { model: m.name, n, format: "png", scale: scaleFor(gridWidth(m, Math.ceil(Math.sqrt(n))), 720) };
     if (value("sample-seed") !== "") body.seed = Number(value("sample-seed"));
     const r = await call("POST", "/sample", { json: body });
     await showImage("samples-img", await r.blob(), 720);
@@ -179,15 +196,37 @@ async function loadExamples(m) {
   }
 }
 
-function choose(blob, name) {
+async function choose(blob, name) {
   state.chosen = { blob, name };
   $("run-btn").disabled = false;
   showImage("input-img", blob, 256);
+  await fitToModel(state.model, blob);
   runImage();
 }
 
+// The API resizes only when asked (resize=true); the page asks for it when the chosen image is not of
+// the model's size, and says so. Unticking the box sends resize=false, and the server's error shows.
+async function fitToModel(m, blob) {
+  $("resize-note").textContent = "";
+  if (!m.shape) return;
+  let size;
+  try {
+    const bitmap = await createImageBitmap(blob);
+    size = [bitmap.width, bitmap.height];
+    bitmap.close();
+  } catch (_) {
+    return;  // not an image the browser reads: the server's answer names the problem
+  }
+  const [h, w] = m.shape;
+  if (size[0] === w && size[1] === h) return;
+  $("resize").checked = true;
+  $("resize-note").textContent =
+    `This image is ${size[0]}×${size[1]}; ${m.name} takes ${w}×${h}, so it is resized to fit (untick resize to refuse it instead).`;
+}
+
 function imageParams(m) {
-  const p = { model: m.name, format: "png", resize: $("resize").checked, invert: $("invert").checked };
+  // resize is always sent, true or false, so the page never leans on a default
+  const p = { model: m.name, format: "png", resize: String($("resize").checked), invert: $("invert").checked };
   if (m.binary) p.threshold = value("threshold");
   return p;
 }
@@ -203,8 +242,10 @@ async function runImage() {
 
 async function complete(m, chosen) {
   await busy("completing…", async () => {
+    const n = Number(value("complete-n") || 4);
     const params = {
-      ...imageParams(m), n: value("complete-n") || 4, known_rows: value("known-rows"), seed: value("complete-seed"),
+      ...imageParams(m), n, known_rows: value("known-rows"), seed: value("complete-seed"),
+      scale: scaleFor(gridWidth(m, n + 1, true), 900),
     };
     const form = () => { const f = new FormData(); f.append("file", chosen.blob, chosen.name); return f; };
     const r = await call("POST", "/complete", { params, form });
@@ -217,7 +258,8 @@ async function complete(m, chosen) {
 async function heatmap(m, chosen) {
   await busy("scoring…", async () => {
     const form = () => { const f = new FormData(); f.append("files", chosen.blob, chosen.name); return f; };
-    const r = await call("POST", "/log-prob", { params: imageParams(m), form });
+    const w = m.shape ? m.shape[1] : m.data_dim;
+    const r = await call("POST", "/log-prob", { params: { ...imageParams(m), scale: scaleFor(w, 256) }, form });
     await showImage("heatmap-img", await r.blob(), 256);
     const lp = Number(r.headers.get("X-Log-Prob"));
     const bpd = Number(r.headers.get("X-Bits-Per-Dim"));
