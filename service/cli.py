@@ -73,10 +73,20 @@ def _positive(text: str) -> int:
     return value
 
 
+_MAX_SCALE = 16  # the API's bound on scale (service.api.schemas.MAX_PNG_SCALE)
+
+
+def _scale(text: str) -> int:
+    value = _positive(text)
+    if value > _MAX_SCALE:
+        raise argparse.ArgumentTypeError(f"must be <= {_MAX_SCALE}, got {value}")
+    return value
+
+
 def _scale_option(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument(
         "--scale",
-        type=_positive,
+        type=_scale,
         default=1,
         help=f"draw each pixel of the {what} as a SCALE x SCALE block (default 1, at most 16)",
     )

@@ -100,8 +100,9 @@ def _option_schemas(op: dict[str, Any], name: str) -> list[dict[str, Any]]:
     return found
 
 
-def _integer_branches(prop: dict[str, Any], key: str) -> list[dict[str, Any]]:
-    """The branches of ``prop`` that carry the bound ``key`` (an array schema for maxItems, else integer)."""
+def _bounded_branches(prop: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    """The branches of ``prop`` (itself, or its ``anyOf`` choices) that take the bound ``key``: arrays
+    for ``maxItems``, numbers for ``maximum``."""
     kinds = ("array",) if key == "maxItems" else ("integer", "number")
     options = prop.get("anyOf", [prop])
     return [s for s in options if s.get("type") in kinds]
@@ -117,7 +118,7 @@ def set_limits(schema: dict[str, Any], limits: dict[str, dict[str, dict[str, int
         for name, bounds in options.items():
             for prop in _option_schemas(op, name):
                 for key, value in bounds.items():
-                    for branch in _integer_branches(prop, key):
+                    for branch in _bounded_branches(prop, key):
                         branch[key] = value
     return schema
 

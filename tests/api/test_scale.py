@@ -100,3 +100,10 @@ async def test_upload_scale_out_of_range_names_its_place(api: Api, path: str, fi
     assert r.json()["errors"][0]["field"] == "query.scale"
     r = await api.client.post(path, params={"scale": "2"}, files=files)
     assert_problem(r, 422, "query.scale", "format=png")
+
+
+def test_client_and_server_share_the_bound() -> None:
+    from service.api.schemas import MAX_PNG_SCALE
+    from service.cli import _MAX_SCALE
+
+    assert _MAX_SCALE == MAX_PNG_SCALE == 16

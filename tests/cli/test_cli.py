@@ -127,8 +127,9 @@ def test_scale(url: str, repo: Path, tmp_path: Path) -> None:
     maps = tmp_path / "maps"
     assert main(["log-prob", str(src), "--url", url, "--heatmap", str(maps), "--scale", "4", "-q"]) == 0
     assert Image.open(maps / "x-heatmap.png").size == (4 * W, 4 * H)
-    with pytest.raises(SystemExit):
-        main(["sample", "--scale", "0"])
+    for bad in ("0", "17"):
+        with pytest.raises(SystemExit):
+            main(["sample", "--scale", bad])
 
 
 def test_models_listing(url: str, capsys) -> None:
