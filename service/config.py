@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     min_chunk_ms: float = Field(
         1.0, ge=0, description="Compute a sampling chunk runs before an arrival or cancel may preempt it."
     )
+    parallel_chunk_ms: float = Field(
+        2.0, ge=0, description="Sampling chunks estimated below this run on one kernel thread."
+    )
     backend: Literal["auto", "numba", "torch"] = Field(
         "auto", description="Sampling kernels: auto = numba on CPU, batched torch on CUDA."
     )

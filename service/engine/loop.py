@@ -205,13 +205,13 @@ class SamplingLoop:
         self.runner.preempt[0] = 0  # a submission or cancellation from now on ends the chunk early
         if self._inline(admitted, units):
             self.counters.chunks_inline += 1
-            failures, slots, result = self._work(admitted, slots, ends, steps)
+            failures, slots, result = self._work(admitted, slots, ends, steps, False)
         else:  # one hand-off to the worker per chunk: place admitted rows, advance all, read finished
             loop = asyncio.get_running_loop()
             self._chunk_started = time.perf_counter()
             try:
                 failures, slots, result = await loop.run_in_executor(
-                    self.executor, self._work, admitted, slots, ends, steps
+                    self.executor, self._work, admitted, slots, ends, steps, self._parallel(units)
                 )
             finally:
                 self._chunk_started = None
@@ -242,7 +242,7 @@ class SamplingLoop:
             self._finish(req)
 
     def _work(
-        self, admitted: list[Admission], slots: np.ndarray, ends: np.ndarray, steps: int
+        self, admitted: list[Admission], slots: np.ndarray, ends: np.ndarray, steps: int, parallel: bool
     ) -> tuple[list[tuple[Admission, Exception]], np.ndarray, _ChunkResult | Exception]:
         """Worker thread: place admitted rows, advance ``slots`` (minus rows that failed to place) and
         read out the rows that reached their ``ends``."""
@@ -254,7 +254,7 @@ class SamplingLoop:
             return failures, slots, Exception("no rows")
         t0 = time.perf_counter()
         try:
-            pos = self.runner.advance(slots, steps)
+            pos = self.runner.advance(slots, steps, parallel)
             elapsed = time.perf_counter() - t0
             done = slots[pos >= ends]
             x, lp = self.runner.read(done.tolist())
@@ -262,6 +262,13 @@ class SamplingLoop:
             log.exception("engine %s: sampling step failed", self.name)
             return failures, slots, e
         return failures, slots, (pos, elapsed, done, x, lp)
+
+    def _parallel(self, units: float) -> bool:
+        """Spread this chunk over the kernel threads? Only when its estimated compute reaches
+        ``parallel_chunk_ms`` (or before any estimate): a small chunk runs faster on one thread than
+        it takes to wake the others."""
+        per = self.counters.unit_s
+        return per is None or per * units >= self.config.parallel_chunk_ms / 1000.0
 
     def _inline(self, admitted: list[Admission], units: float) -> bool:
         """Run this chunk (``units`` of work, see :func:`_work_units`) on the event-loop thread? Only a

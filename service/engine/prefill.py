@@ -58,7 +58,6 @@ def initial_state(model: MADE, plan: CachedPlan, xs: torch.Tensor, start: int) -
     return RowInit(inp, xs, acc, h, out, lp)
 
 
-@torch.no_grad()
 def prepare_request(
     model: MADE,
     plans: list[CachedPlan],
@@ -69,6 +68,24 @@ def prepare_request(
     n_known: int,
 ) -> Prepared:
     """Uniforms, components and start states of a request (``base``: each mask's empty-prefix state)."""
+    if model.num_masks == 1 and (n_known == 0 or known is None):
+        # the common case, in numpy alone (no torch calls or grad-mode switches per request): the
+        # same numbers as seeded_uniforms, every row on mask 0
+        u = np.random.default_rng(seed).random((n, model.data_dim + 1))
+        return Prepared(u, np.zeros(n, dtype=np.int64), 0, {0: base[0]})
+    return _prepare_request(model, plans, base, n, seed, known, n_known)
+
+
+@torch.no_grad()
+def _prepare_request(
+    model: MADE,
+    plans: list[CachedPlan],
+    base: list[RowInit],
+    n: int,
+    seed: int,
+    known: np.ndarray | None,
+    n_known: int,
+) -> Prepared:
     d, k_masks = model.data_dim, model.num_masks
     u = seeded_uniforms(n, d, seed)
     if n_known == 0 or known is None:

@@ -232,14 +232,16 @@ class NumbaRunner:
         cut = (np.arange(n) - run_start) % size == 0
         return ordered, np.append(np.flatnonzero(cut), n).astype(np.int64)
 
-    def advance(self, slots: np.ndarray, steps: int) -> np.ndarray:
+    def advance(self, slots: np.ndarray, steps: int, parallel: bool = True) -> np.ndarray:
         """Advance the rows in ``slots`` by up to ``steps`` positions (at least one unless finished;
-        fewer if ``preempt`` is set meanwhile); returns their new positions."""
+        fewer if ``preempt`` is set meanwhile); returns their new positions. ``parallel=False`` keeps
+        the chunk on the calling thread: for small chunks, waking the kernel threads costs more than
+        it saves (measured on 2 cores: 1.26x requests/s with 32 staggered one-sample requests)."""
         slots = np.ascontiguousarray(slots, dtype=np.int64)
         ordered, cuts = self.blocks(slots)
         args = self._args()
         n_blocks = len(cuts) - 1
-        if self.threads < 2 or n_blocks < 2:
+        if self.threads < 2 or n_blocks < 2 or not parallel:
             advance_serial(ordered, cuts, int(steps), self.preempt, *args)
         else:  # contiguous groups of blocks with about equal rows, one per thread
             if self._pool is None:

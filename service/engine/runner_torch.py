@@ -129,9 +129,9 @@ class TorchRunner:
         self.cohorts = [g[0] if len(g) == 1 else _Cohort.cat(g) for g in groups.values()]
 
     @torch.no_grad()
-    def advance(self, slots: np.ndarray, steps: int) -> np.ndarray:
+    def advance(self, slots: np.ndarray, steps: int, parallel: bool = True) -> np.ndarray:
         """Advance every row by up to ``steps`` positions (fewer if ``preempt`` is set meanwhile);
-        returns the positions of ``slots``."""
+        returns the positions of ``slots`` (``parallel`` is the numba runner's hint; unused here)."""
         self._merge()
         d = self.model.data_dim
         for _ in range(steps):

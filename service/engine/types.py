@@ -48,6 +48,7 @@ class EngineConfig:
     chunk_budget_ms: float = 50.0
     inline_chunk_ms: float = 1.0
     min_chunk_ms: float = 1.0
+    parallel_chunk_ms: float = 2.0
     retry_after_min_s: float = 1.0
     retry_after_max_s: float = 30.0
 
@@ -67,6 +68,7 @@ class EngineConfig:
                 self.chunk_budget_ms,
                 self.inline_chunk_ms,
                 self.min_chunk_ms,
+                self.parallel_chunk_ms,
             )
             < 0
         ):

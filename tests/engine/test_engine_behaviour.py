@@ -12,16 +12,17 @@ from service.engine.loop import _work_units
 
 from .conftest import BERN, make_model, reference, run_engine
 
-SLOW = dict(steps_per_chunk=1, chunk_budget_ms=0)  # one step per chunk: requests stay in flight a while
+# one step per chunk, preempted at once: requests stay in flight a while (test_admission covers min_chunk_ms)
+SLOW = dict(steps_per_chunk=1, chunk_budget_ms=0, min_chunk_ms=0)
 
 
 def slow_down(engine: Engine, seconds: float) -> None:
     """Make every chunk take at least ``seconds`` (a stand-in for a big model)."""
     advance = engine._runner.advance
 
-    def slow(slots, steps):
+    def slow(slots, steps, *hint):
         time.sleep(seconds)
-        return advance(slots, steps)
+        return advance(slots, steps, *hint)
 
     engine._runner.advance = slow
 
@@ -97,11 +98,11 @@ def test_failure_in_a_step_fails_only_that_steps_requests(backend):
         advance = engine._runner.advance
         calls = {"n": 0}
 
-        def flaky(slots, steps):
+        def flaky(slots, steps, *hint):
             calls["n"] += 1
             if calls["n"] == 2:
                 raise RuntimeError("injected")
-            return advance(slots, steps)
+            return advance(slots, steps, *hint)
 
         engine._runner.advance = flaky
         in_step = asyncio.create_task(engine.sample(2, 0))  # occupies both rows

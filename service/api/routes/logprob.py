@@ -94,7 +94,9 @@ async def log_prob(request: Request) -> Response:
         )
         per_dim, format, scale = body.per_dim, body.format, body.scale
     else:
-        parse_options(LogProbUploadOptions, query)  # bad query options fail before the upload is read
+        early = parse_options(LogProbUploadOptions, query)  # bad options fail before the upload is read
+        if early.model is not None:  # named in the query: a full engine refuses before the upload is read
+            registry.get(early.model).engine.check_capacity(1, "log_prob")
         files, fields = await read_uploads(request, "files", settings.max_images_per_request)
         opts = parse_options(LogProbUploadOptions, query, fields)
         entry = registry.get(opts.model)
