@@ -101,12 +101,12 @@ class Settings(BaseSettings):
     retry_after_max_s: float = Field(
         30.0, gt=0, description="Most Retry-After of a full engine's 503 (else backlog / drain rate)."
     )
-    refusal_delay_ms: float = Field(
-        0.0,
+    refusal_pacing_max_ms: float = Field(
+        2000.0,
         ge=0,
-        le=10_000,
-        description="Hold each 503 of a full engine this long before answering: paces clients that "
-        "retry at once, ignoring Retry-After.",
+        le=60_000,
+        description="A connection refused again before its Retry-After has passed gets its 503 held "
+        "until then, at most this long (0 = never held).",
     )
     shutdown_grace_s: float = Field(20.0, ge=0, description="Time to drain in-flight work on stop.")
 

@@ -22,6 +22,7 @@ from .limits import BodyLimitMiddleware
 from .metrics import ApiMetrics
 from .middleware import ServingMiddleware
 from .openapi import install_docs, install_openapi_fixups, operation_id
+from .pacing import RefusalPacer
 from .registry import Registry
 from .routes import complete, health, logprob, models, sample, web
 from .routes import metrics as metrics_route
@@ -71,6 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.registry = registry
     app.state.metrics = metrics
+    app.state.pacer = RefusalPacer(settings.refusal_pacing_max_ms / 1000.0)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:

@@ -188,9 +188,10 @@ async def _engine_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, EngineError)
     if isinstance(exc, EngineFull):
         wait = _retry_after(request, exc)
-        delay = request.app.state.settings.refusal_delay_ms
-        if delay > 0:  # pace a client that retries at once; the event loop is free meanwhile
-            await asyncio.sleep(delay / 1000.0)
+        loop = asyncio.get_running_loop()
+        hold = request.app.state.pacer.delay(request.scope.get("client"), loop.time(), wait)
+        if hold > 0:  # back before its Retry-After: held, at the cost of a timer (see pacing.py)
+            await asyncio.sleep(hold)
         return problem_response(
             request,
             503,
