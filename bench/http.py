@@ -77,7 +77,18 @@ def cases(fast_model: str, clients: int) -> list[Case]:
     return [
         Case(f"/sample n=1 ({fast_model})", "/sample", one, clients),
         Case("/sample n=1 (default model)", "/sample", js({"n": 1}), clients),
-        Case("/log-prob, 1 image as JSON", "/log-prob", js({"inputs": [digit.tolist()]}), clients),
+        Case(
+            f"/log-prob, 1 image as JSON ({fast_model})",
+            "/log-prob",
+            js({"model": fast_model, "inputs": [digit.tolist()]}),
+            clients,
+        ),
+        Case(
+            "/log-prob, 1 image as JSON (default model)",
+            "/log-prob",
+            js({"inputs": [digit.tolist()]}),
+            clients,
+        ),
         Case(
             "/complete faces n=1 as PNG",
             "/complete",
@@ -85,7 +96,10 @@ def cases(fast_model: str, clients: int) -> list[Case]:
             clients,
         ),
         Case(
-            "/log-prob, 1 PNG upload", "/log-prob", _multipart("files", "d.png", _png(digit * 255)), clients
+            f"/log-prob, 1 PNG upload ({fast_model})",
+            f"/log-prob?model={fast_model}",
+            _multipart("files", "d.png", _png(digit * 255)),
+            clients,
         ),
         Case(f"/sample n=1 ({fast_model}), 1 client", "/sample", one, 1),
     ]
@@ -207,7 +221,7 @@ def targets(rows: list[tuple[Case, HeyResult, HeyResult]], engine_ms: float, fas
     """The issue's targets, each with its verdict."""
     out = []
     by = {c.name: (f, s) for c, f, s in rows}
-    for name in (f"/sample n=1 ({fast})", "/log-prob, 1 image as JSON"):
+    for name in (f"/sample n=1 ({fast})", f"/log-prob, 1 image as JSON ({fast})"):
         f, s = by[name]
         share = s.rate / f.rate
         out.append(

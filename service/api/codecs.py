@@ -69,6 +69,21 @@ class PixelBudget:
         self.used = total
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_pixels(data: bytes) -> int | None:
+    """Width x height a PNG's header declares (``None`` for anything else), read from the bytes
+    without decoding: to tell tiny uploads, decoded inline, from ones worth a worker thread.
+
+    >>> png_pixels(b"\x89PNG\r\n\x1a\n" + bytes(4) + b"IHDR" + (28).to_bytes(4, "big") * 2)
+    784
+    """
+    if len(data) < 24 or data[:8] != _PNG_SIGNATURE or data[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(data[16:20], "big") * int.from_bytes(data[20:24], "big")
+
+
 def _unreadable(field: str, fmt: str | None, exc: BaseException) -> ProblemError:
     reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
     return invalid(field, f"corrupt or truncated {fmt or 'image'} file ({reason})")

@@ -23,6 +23,8 @@ from .registry import ModelEntry
 
 __all__ = ["from_json", "from_uploads", "known_rows_to_n_known"]
 
+INLINE_PIXELS = 64 * 64 * 4  # uploads declaring at most this many pixels decode on the event loop
+
 
 def _index(idx: Sequence[int]) -> str:
     return "".join(f"[{int(i)}]" for i in idx)
@@ -160,19 +162,23 @@ async def decode_uploads(
     invert: bool,
     resize: bool,
 ) -> np.ndarray:
-    """:func:`from_uploads` off the event loop, with the settings' pixel limit and default threshold."""
-    return await run_cpu(
-        functools.partial(
-            from_uploads,
-            files,
-            entry,
-            max_pixels=settings.max_image_pixels,
-            max_decoded_pixels=settings.max_decoded_pixels,
-            threshold=settings.binarize_threshold if threshold is None else threshold,
-            invert=invert,
-            resize=resize,
-        )
+    """:func:`from_uploads` with the settings' pixel limit and default threshold: off the event loop,
+    unless every file is a PNG whose header declares a small image (a thread hand-off would cost more
+    than decoding it)."""
+    work = functools.partial(
+        from_uploads,
+        files,
+        entry,
+        max_pixels=settings.max_image_pixels,
+        max_decoded_pixels=settings.max_decoded_pixels,
+        threshold=settings.binarize_threshold if threshold is None else threshold,
+        invert=invert,
+        resize=resize,
     )
+    declared = [codecs.png_pixels(data) for _, data in files]
+    if all(p is not None for p in declared) and sum(declared) <= INLINE_PIXELS:  # type: ignore[misc]
+        return work()
+    return await run_cpu(work)
 
 
 def from_uploads(

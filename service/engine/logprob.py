@@ -10,6 +10,7 @@ with cumulative component log-likelihoods ``c_k(<=d)`` along the shared ordering
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 from collections import deque
@@ -90,7 +91,8 @@ class LogProbBatcher:
         self.metrics = metrics
         self._queue: deque[_Item] = deque()
         self._queued_rows = 0
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # set by every submission: the idle batcher starts a batch
+        self._full = asyncio.Event()  # set once a full batch is waiting: the fill window ends early
         self.batches_run = 0
 
     @property
@@ -111,6 +113,8 @@ class LogProbBatcher:
         self._queue.append(_Item(x, per_dim, fut, internal))
         self._queued_rows += b
         self._wake.set()
+        if self._queued_rows >= self.max_batch:
+            self._full.set()
         return fut
 
     def fail_all(self, exc: Exception) -> None:
@@ -127,13 +131,13 @@ class LogProbBatcher:
             while not self._queue:
                 self._wake.clear()
                 await self._wake.wait()
-            t_end = time.monotonic() + self.max_wait_s
-            while self._queued_rows < self.max_batch and (left := t_end - time.monotonic()) > 0:
-                self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), left)
-                except TimeoutError:
-                    break
+            if self._queued_rows < self.max_batch and self.max_wait_s > 0:
+                # one timed wait per batch (arrivals meanwhile cost nothing): until the window ends
+                # or a full batch is waiting
+                self._full.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.max_wait_s):
+                        await self._full.wait()
             batch: list[_Item] = []
             rows = 0
             while self._queue and (not batch or rows + self._queue[0].x.shape[0] <= self.max_batch):
