@@ -19,6 +19,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from PIL import Image
+from pydantic import ValidationError
 
 from service.api.schemas import CompleteRequest, LogProbRequest, SampleRequest
 
@@ -49,6 +50,10 @@ def create_floor_app() -> FastAPI:
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
     canned = _canned()
     jtype = "application/json"
+
+    @app.exception_handler(ValidationError)
+    async def invalid(request: Request, exc: Exception) -> Response:
+        return Response(b'{"detail": "invalid body"}', status_code=422, media_type=jtype)
 
     @app.post("/sample")
     async def sample(request: Request) -> Response:

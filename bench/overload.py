@@ -26,24 +26,12 @@ from pathlib import Path
 
 import httpx
 import orjson
-from prometheus_client.parser import text_string_to_metric_families
 
 from .hey import Body, HeyResult, run_hey
+from .loadtest import engine_outcomes
 from .server import REPO, Server
 
 __all__ = ["run_overload"]
-
-
-def _engine_counts(url: str) -> Counter[str]:
-    """``made_engine_requests`` by outcome, summed over models and kinds."""
-    out: Counter[str] = Counter()
-    text = httpx.get(f"{url}/metrics", timeout=30).text
-    for family in text_string_to_metric_families(text):
-        if family.name == "made_engine_requests":
-            for s in family.samples:
-                if s.name.endswith("_total"):
-                    out[s.labels["outcome"]] += int(s.value)
-    return out
 
 
 def _check_refusals(url: str, body: bytes, stop: threading.Event, seen: Counter[str]) -> None:
@@ -96,7 +84,7 @@ def run_overload(
         req = Body(body, "application/json")
         run_hey(url, req, clients=base_clients, seconds=3)  # warm
         base = run_hey(url, req, clients=base_clients, seconds=base_seconds, server_pid=server.pid)
-        before = _engine_counts(server.url)
+        before = engine_outcomes(server.url)
         stop, seen = threading.Event(), Counter[str]()
         checker = threading.Thread(target=_check_refusals, args=(server.url, body, stop, seen))
         checker.start()
@@ -112,7 +100,7 @@ def run_overload(
         finally:
             stop.set()
             checker.join()
-        after = _engine_counts(server.url)
+        after = engine_outcomes(server.url)
     good_base, good_over = _samples_per_s(base, n), _samples_per_s(over, n)
     ok_lat = over.latencies  # every request's latency; the slowest 200 bounds the accepted ones
     slowest = float(ok_lat.max()) if ok_lat.size else 0.0

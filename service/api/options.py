@@ -28,6 +28,7 @@ __all__ = [
     "no_query",
     "parse_options",
     "query_parameters",
+    "upload_route_openapi",
 ]
 
 M = TypeVar("M", bound=BaseModel)
@@ -139,3 +140,27 @@ def query_parameters(schema: type[BaseModel], note: str) -> list[dict[str, Any]]
 def form_properties(schema: type[BaseModel]) -> dict[str, Any]:
     """OpenAPI multipart form properties for every option of ``schema``."""
     return _properties(schema)
+
+
+def upload_route_openapi(
+    body: type[BaseModel], options: type[BaseModel], files: dict[str, Any], api_key: dict[str, Any]
+) -> dict[str, Any]:
+    """``openapi_extra`` of a route taking a JSON ``body`` or a multipart upload: ``files`` (the file
+    field's name and schema) plus ``options`` as form fields, the same options as query parameters,
+    and the ``api_key`` header."""
+    upload = {
+        "type": "object",
+        "required": list(files),
+        "properties": {**files, **form_properties(options)},
+        "additionalProperties": False,
+    }
+    return {
+        "parameters": [api_key, *query_parameters(options, "Uploads only (or as a form field): ")],
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": body.model_json_schema()},
+                "multipart/form-data": {"schema": upload},
+            },
+        },
+    }

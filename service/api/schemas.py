@@ -22,6 +22,7 @@ __all__ = [
     "LogProbRequest",
     "LogProbResponse",
     "ModelCard",
+    "ModelFacts",
     "ModelList",
     "ModelReady",
     "Problem",
@@ -179,8 +180,8 @@ class SampleResponse(BaseModel):
     known_rows: int | None = Field(None, description="Completions: rows copied from the input.")
 
 
-class ModelCard(BaseModel):
-    """What is served under a name: architecture, data, metrics, shape, value range, device, ordering."""
+class ModelFacts(BaseModel):
+    """What is served under a name: architecture, shape, value range, device, ordering, metrics."""
 
     name: str
     description: str | None = None
@@ -193,8 +194,13 @@ class ModelCard(BaseModel):
     architecture: dict[str, Any] = Field(description="The MADEConfig the model was built from.")
     ordering: dict[str, Any]
     completion: dict[str, Any] = Field(description="Whether /complete works and its default known_rows.")
-    data: Any = Field(None, description="Data set and split the model was trained on.")
     metrics: Any = Field(None, description="Evaluation figures from the card.")
+
+
+class ModelCard(ModelFacts):
+    """One model in full: its facts, the data it was trained on and the card as stored."""
+
+    data: Any = Field(None, description="Data set and split the model was trained on.")
     card: dict[str, Any] = Field(description="The full model card as stored.")
 
 

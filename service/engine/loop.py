@@ -5,10 +5,12 @@ rows, then hands one chunk to a dedicated worker thread: place the admitted rows
 completions), advance every active row, read out the rows that finished. The event loop stays
 responsive meanwhile, and requests join at the next chunk. A chunk lasts at least ``steps_per_chunk``
 steps and otherwise until its first row finishes, within about ``chunk_budget_ms`` of estimated
-compute; a submission or a cancellation preempts it after the current step (a flag the kernel
-polls), so long chunks cost no admission latency. A chunk estimated below ``inline_chunk_ms`` (a
-lone small request) runs on the event-loop thread instead of paying two thread hand-offs. A step
-that raises fails the requests whose rows were in it, and nothing else.
+compute; a submission or a cancellation preempts it after the current step once it has run
+``min_chunk_ms`` (a flag the kernel polls), so long chunks cost little admission latency and a stream
+of arrivals cannot cut every chunk to one step. A chunk estimated below ``inline_chunk_ms`` (a lone
+small request) runs on the event-loop thread instead of paying two thread hand-offs, and one below
+``parallel_chunk_ms`` on one kernel thread. A step that raises fails the requests whose rows were in
+it, and nothing else.
 """
 
 from __future__ import annotations

@@ -73,21 +73,22 @@ def prepare_request(
         # same numbers as seeded_uniforms, every row on mask 0
         u = np.random.default_rng(seed).random((n, model.data_dim + 1))
         return Prepared(u, np.zeros(n, dtype=np.int64), 0, {0: base[0]})
-    return _prepare_request(model, plans, base, n, seed, known, n_known)
+    with torch.no_grad():
+        return _prepare_with_torch(
+            model, plans, base, seeded_uniforms(n, model.data_dim, seed), known, n_known
+        )
 
 
-@torch.no_grad()
-def _prepare_request(
+def _prepare_with_torch(
     model: MADE,
     plans: list[CachedPlan],
     base: list[RowInit],
-    n: int,
-    seed: int,
+    u: torch.Tensor,
     known: np.ndarray | None,
     n_known: int,
 ) -> Prepared:
-    d, k_masks = model.data_dim, model.num_masks
-    u = seeded_uniforms(n, d, seed)
+    """Mixtures (components drawn from ``u[:, 0]``) and completions (prefill of the known prefix)."""
+    n, k_masks = u.shape[0], model.num_masks
     if n_known == 0 or known is None:
         comps = choose_components(model, u[:, 0])
         used = sorted(set(comps.tolist()))

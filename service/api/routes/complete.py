@@ -10,39 +10,24 @@ from ..bodies import JSON, MULTIPART, body_bytes, media_type, read_json, read_up
 from ..deps import API_KEY_PARAMETER, check_api_key
 from ..errors import invalid
 from ..offload import run_cpu
-from ..options import CompleteUploadOptions, form_properties, no_query, parse_options, query_parameters
+from ..options import CompleteUploadOptions, no_query, parse_options, upload_route_openapi
 from ..render import check_scale, new_seed, sample_response
 from ..schemas import COMPLETE_EXAMPLE, CompleteRequest, SampleResponse, json_or_png, problem_responses
 
 router = APIRouter(tags=["inference"])
 
-_UPLOAD_SCHEMA = {
-    "type": "object",
-    "required": ["file"],
-    "properties": {
+_OPENAPI = upload_route_openapi(
+    CompleteRequest,
+    CompleteUploadOptions,
+    {
         "file": {
             "type": "string",
             "format": "binary",
             "description": "One image (PNG, JPEG, BMP, GIF, WebP).",
         },
-        **form_properties(CompleteUploadOptions),
     },
-    "additionalProperties": False,
-}
-
-_OPENAPI = {
-    "parameters": [
-        API_KEY_PARAMETER,
-        *query_parameters(CompleteUploadOptions, "Uploads only (or as a form field): "),
-    ],
-    "requestBody": {
-        "required": True,
-        "content": {
-            JSON: {"schema": CompleteRequest.model_json_schema()},
-            MULTIPART: {"schema": _UPLOAD_SCHEMA},
-        },
-    },
-}
+    API_KEY_PARAMETER,
+)
 
 
 @router.post(

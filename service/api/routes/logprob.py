@@ -13,40 +13,25 @@ from ..bodies import JSON, MULTIPART, body_bytes, media_type, read_json, read_up
 from ..deps import API_KEY_PARAMETER, check_api_key
 from ..errors import invalid
 from ..offload import run_cpu
-from ..options import LogProbUploadOptions, form_properties, no_query, parse_options, query_parameters
+from ..options import LogProbUploadOptions, no_query, parse_options, upload_route_openapi
 from ..render import check_scale, json_response
 from ..schemas import LOG_PROB_EXAMPLE, LogProbRequest, LogProbResponse, json_or_png, problem_responses
 
 router = APIRouter(tags=["inference"])
 
-_UPLOAD_SCHEMA = {
-    "type": "object",
-    "required": ["files"],
-    "properties": {
+_OPENAPI = upload_route_openapi(
+    LogProbRequest,
+    LogProbUploadOptions,
+    {
         "files": {
             "type": "array",
             "minItems": 1,
             "items": {"type": "string", "format": "binary"},
             "description": "One or more images (PNG, JPEG, BMP, GIF, WebP).",
         },
-        **form_properties(LogProbUploadOptions),
     },
-    "additionalProperties": False,
-}
-
-_OPENAPI = {
-    "parameters": [
-        API_KEY_PARAMETER,
-        *query_parameters(LogProbUploadOptions, "Uploads only (or as a form field): "),
-    ],
-    "requestBody": {
-        "required": True,
-        "content": {
-            JSON: {"schema": LogProbRequest.model_json_schema()},
-            MULTIPART: {"schema": _UPLOAD_SCHEMA},
-        },
-    },
-}
+    API_KEY_PARAMETER,
+)
 
 
 @router.post(

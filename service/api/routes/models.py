@@ -2,33 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
 from ..deps import RegistryDep
 from ..registry import ModelEntry
-from ..schemas import ModelCard, problem_responses
+from ..schemas import ModelCard, ModelFacts, problem_responses
 
 router = APIRouter(tags=["models"])
 
 
-class ModelSummary(BaseModel):
+class ModelSummary(ModelFacts):
     """What a caller needs to choose and use a model; the whole stored card is at ``card_url``."""
 
-    name: str
-    description: str | None = None
-    shape: list[int] | None = Field(description="[H, W], or null for flat vector models.")
-    data_dim: int
-    value_range: list[int] = Field(description="[lo, hi] of the integer pixel values the model takes.")
-    binary: bool
-    device: str
-    ready: bool
-    architecture: dict[str, Any] = Field(description="The MADEConfig the model was built from.")
-    ordering: dict[str, Any]
-    completion: dict[str, Any] = Field(description="Whether /complete works and its default known_rows.")
-    metrics: Any = Field(None, description="Evaluation figures from the card.")
     card_url: str = Field(
         description="GET this for the whole card: data set and split, training settings and history, "
         "versions (GET /models/{name})."
