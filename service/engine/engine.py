@@ -224,6 +224,11 @@ class Engine:
         except TimeoutError:
             self.metrics.request_done("log_prob", time.monotonic() - t0, time.monotonic() - t0, "timeout")
             raise EngineTimeout(f"log-prob request exceeded its {timeout:g} s deadline") from None
+        except asyncio.CancelledError:
+            if fut.cancelled():  # the caller went away before the batch answered (else it counted)
+                spent = time.monotonic() - t0
+                self.metrics.request_done("log_prob", spent, spent, "cancelled")
+            raise
 
     def check_capacity(self, n: int, kind: str = "sample") -> None:
         """Raise what :meth:`sample` (or ``kind="log_prob"``: :meth:`log_prob`) would raise now for ``n``

@@ -117,11 +117,18 @@ class LogProbBatcher:
             self._full.set()
         return fut
 
+    def _settle_error(self, item: _Item, exc: BaseException, outcome: str) -> None:
+        """Fail one item that is still awaited, counting it once (the engine's own work uncounted)."""
+        if item.future.done():
+            return  # cancelled or timed out: the awaiting side counted it
+        item.future.set_exception(exc)
+        if not item.internal:
+            now = time.monotonic()
+            self.metrics.request_done("log_prob", now - item.submitted, now - item.submitted, outcome)
+
     def fail_all(self, exc: Exception) -> None:
         while self._queue:
-            item = self._queue.popleft()
-            if not item.future.done():
-                item.future.set_exception(exc)
+            self._settle_error(self._queue.popleft(), exc, "stopped")
         self._queued_rows = 0
 
     async def run(self) -> None:
@@ -159,31 +166,28 @@ class LogProbBatcher:
             lp, pd = await loop.run_in_executor(self.executor, self._compute, x, per_dim)
         except asyncio.CancelledError:
             for it in batch:
-                if not it.future.done():
-                    it.future.set_exception(EngineStopped("engine stopped"))
+                self._settle_error(it, EngineStopped("engine stopped"), "stopped")
             raise
         except Exception as e:  # a failure fails this batch only
+            err = e if isinstance(e, ValueError) else RuntimeError(f"log-prob failed: {e}")
             for it in batch:
-                if not it.future.done():
-                    it.future.set_exception(
-                        e if isinstance(e, ValueError) else RuntimeError(f"log-prob failed: {e}")
-                    )
+                self._settle_error(it, err, "error")
             return
         self.batches_run += 1
         at = 0
         now = time.monotonic()
         for it in batch:
             b = it.x.shape[0]
-            if not it.future.done():
+            if not it.future.done():  # else cancelled or timed out meanwhile: counted by the awaiting side
                 it.future.set_result(
                     LogProbOutput(
                         lp[at : at + b].copy(),
                         pd[at : at + b].copy() if it.per_dim and pd is not None else None,
                     )
                 )
+                if not it.internal:
+                    self.metrics.request_done("log_prob", started - it.submitted, now - it.submitted, "ok")
             at += b
-            if not it.internal:
-                self.metrics.request_done("log_prob", started - it.submitted, now - it.submitted, "ok")
 
     def _compute(self, x: np.ndarray, per_dim: bool) -> tuple[np.ndarray, np.ndarray | None]:
         if x.shape[0] <= self.max_batch:

@@ -1,0 +1,82 @@
+"""Through the app: every request that reaches an engine ends in exactly one outcome counter, for each
+route, including clients that hang up mid-request (answered 499 in the access log)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from .conftest import D, Api
+
+pytestmark = pytest.mark.anyio
+
+BODIES = {
+    "/sample": ("sample", {"n": 2, "seed": 1}),
+    "/complete": ("complete", {"inputs": [[0, 1] * (D // 2)], "n": 2, "seed": 1, "known_rows": 2}),
+    "/log-prob": ("log_prob", {"inputs": [[0, 1] * (D // 2)] * 3}),
+}
+
+
+async def outcomes(api: Api) -> Counter[tuple[str, str]]:
+    text = (await api.client.get("/metrics")).text
+    out: Counter[tuple[str, str]] = Counter()
+    for family in text_string_to_metric_families(text):
+        if family.name == "made_engine_requests":
+            for s in family.samples:
+                if s.name.endswith("_total") and s.labels["model"] == "tiny":
+                    out[(s.labels["kind"], s.labels["outcome"])] += int(s.value)
+    return out
+
+
+async def hang_up(api: Api, path: str, body: bytes) -> int:
+    """Send one request straight to the ASGI app; the client disconnects right after its body."""
+    sent: list[dict] = []
+    messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> dict:
+        if messages:
+            return messages.pop(0)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        "client": ("127.0.0.1", 50000),
+        "server": ("test", 80),
+    }
+    await api.app(scope, receive, send)
+    return next(m["status"] for m in sent if m["type"] == "http.response.start")
+
+
+@pytest.mark.parametrize("path", list(BODIES))
+async def test_every_request_ends_in_one_counter(api: Api, path: str) -> None:
+    kind, payload = BODIES[path]
+    body = json.dumps(payload).encode()
+    before = await outcomes(api)
+    answered = await asyncio.gather(
+        *(api.client.post(path, content=body, headers={"content-type": "application/json"}) for _ in range(4))
+    )
+    assert [r.status_code for r in answered] == [200] * 4
+    statuses = [await hang_up(api, path, body) for _ in range(10)]
+    assert statuses == [499] * 10
+    await api.client.post(path, content=body, headers={"content-type": "application/json"})
+    after = await outcomes(api)
+    delta = {o: after[(kind, o)] - before[(kind, o)] for (k, o) in after if k == kind}
+    delta = {o: n for o, n in delta.items() if n}
+    assert sum(delta.values()) == 15, delta  # 5 answered + 10 gone: each counted once
+    assert delta.get("ok", 0) == 5 and delta.get("cancelled", 0) == 10, delta
