@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import D, Api
+from .conftest import Api, D
 
 pytestmark = pytest.mark.anyio
 
