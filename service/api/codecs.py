@@ -73,7 +73,7 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def png_pixels(data: bytes) -> int | None:
-    """Width x height a PNG's header declares (``None`` for anything else), read from the bytes
+    r"""Width x height a PNG's header declares (``None`` for anything else), read from the bytes
     without decoding: to tell tiny uploads, decoded inline, from ones worth a worker thread.
 
     >>> png_pixels(b"\x89PNG\r\n\x1a\n" + bytes(4) + b"IHDR" + (28).to_bytes(4, "big") * 2)
