@@ -46,7 +46,10 @@ class _Options(BaseModel):
         description="Binary models: gray level counted as 1 (default MADE_BINARIZE_THRESHOLD).",
     )
     invert: bool = Field(False, description="Invert gray levels first (dark ink on white).")
-    resize: bool = Field(False, description="Fit images of another size to the model's (bilinear).")
+    resize: bool = Field(
+        False,
+        description="Fit images of another size to the model's (Lanczos, reduced by whole factors first).",
+    )
     scale: int = Field(
         1, ge=1, le=MAX_PNG_SCALE, description="format=png only: each pixel drawn as a scale x scale block."
     )
