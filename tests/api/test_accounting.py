@@ -6,13 +6,24 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import Api, D
+from .conftest import Api, D, serve, settings_for
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="module")
+async def api(model_repo: Path, anyio_backend: str) -> AsyncIterator[Api]:
+    """Requests wait 20 ms (sampling) or 50 ms (log-prob batches) before any work starts, so a client
+    that hangs up right after its body is gone while its request is still queued, on any machine."""
+    async with serve(settings_for(model_repo, logprob_max_wait_ms=50.0)) as a:
+        yield a
+
 
 BODIES = {
     "/sample": ("sample", {"n": 2, "seed": 1}),

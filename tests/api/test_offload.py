@@ -49,7 +49,10 @@ def test_the_pool_is_bounded_by_its_setting() -> None:
         async with anyio.create_task_group() as tg:
             for _ in range(6):
                 tg.start_soon(offload.run_cpu, work)
-            await anyio.sleep(0.2)
+            with anyio.fail_after(30):
+                while running < 2:  # two on the pool; the other four wait for the limiter
+                    await anyio.sleep(0.01)
+            await anyio.sleep(0.05)  # a third, were the pool unbounded, would start meanwhile
             gate.set()
 
     try:
