@@ -21,7 +21,6 @@ from .offload import INLINE_BYTES, run_cpu
 __all__ = [
     "JSON",
     "MULTIPART",
-    "body_bytes",
     "check_json_limits",
     "media_type",
     "read_json",
@@ -34,12 +33,6 @@ M = TypeVar("M", bound=BaseModel)
 
 JSON = "application/json"
 MULTIPART = "multipart/form-data"
-
-
-def body_bytes(request: Request) -> int | None:
-    """The body's declared size (``None`` when chunked), to size the work on it."""
-    declared = request.headers.get("content-length")
-    return int(declared) if declared is not None and declared.isdigit() else None
 
 
 def media_type(request: Request, allowed: tuple[str, ...]) -> str:

@@ -268,17 +268,16 @@ class Engine:
         timeout = timeout_s if timeout_s is not None else self.config.request_timeout_s
         if timeout <= 0:
             raise ValueError("timeout_s must be > 0")
-        retry, horizon = self._loop.retry_after(), self._loop.horizon_rows(timeout)
+        now = time.monotonic()
+        req = Request(kind, n, n_known, d, now + timeout, now)
         try:
-            self._sched.check(n, retry, horizon)  # a refusal allocates nothing
+            self._sched.submit(req, self._loop.retry_after(), self._loop.horizon_rows(timeout))
         except EngineError:
             self.metrics.request_done(kind, 0.0, 0.0, "rejected")
             raise
+        # queued: only now its result buffers (a refusal allocates nothing); nothing runs in between
         fut: asyncio.Future[SampleOutput] = asyncio.get_running_loop().create_future()
-        job = Job(seed, known, n_known, fut, np.zeros((n, d), np.float32), np.zeros(n, np.float64))
-        now = time.monotonic()
-        req = Request(kind, n, n_known, d, now + timeout, now, job)
-        self._sched.submit(req, retry, horizon)  # passes: nothing ran since the check
+        req.payload = Job(seed, known, n_known, fut, np.zeros((n, d), np.float32), np.zeros(n, np.float64))
         self._loop.wake()
         try:
             return await _await_until(fut, timeout + _DEADLINE_SLACK_S)

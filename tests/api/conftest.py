@@ -128,6 +128,37 @@ async def api(model_repo: Path, anyio_backend: str) -> AsyncIterator[Api]:
         yield a
 
 
+async def hang_up(app: FastAPI, path: str, body: bytes | None) -> int:
+    """POST ``body`` straight to the ASGI app from a client that disconnects right after sending it
+    (``None``: before sending anything); returns the status the app answered (499 when it noticed)."""
+    incoming = [] if body is None else [{"type": "http.request", "body": body, "more_body": False}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    length = str(len(body or b"")).encode()
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", length)],
+        "client": ("127.0.0.1", 1),
+        "server": ("test", 80),
+    }
+    await app(scope, receive, send)
+    return next(m["status"] for m in sent if m["type"] == "http.response.start")
+
+
 def png_bytes(pixels: np.ndarray, fmt: str = "PNG") -> bytes:
     """Encode a uint8 gray (H, W) array."""
     buf = io.BytesIO()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import Api, D, serve, settings_for
+from .conftest import Api, D, hang_up, serve, settings_for
 
 pytestmark = pytest.mark.anyio
 
@@ -43,37 +43,6 @@ async def outcomes(api: Api) -> Counter[tuple[str, str]]:
     return out
 
 
-async def hang_up(api: Api, path: str, body: bytes) -> int:
-    """Send one request straight to the ASGI app; the client disconnects right after its body."""
-    sent: list[dict] = []
-    messages = [{"type": "http.request", "body": body, "more_body": False}]
-
-    async def receive() -> dict:
-        if messages:
-            return messages.pop(0)
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict) -> None:
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        "client": ("127.0.0.1", 50000),
-        "server": ("test", 80),
-    }
-    await api.app(scope, receive, send)
-    return next(m["status"] for m in sent if m["type"] == "http.response.start")
-
-
 @pytest.mark.parametrize("path", list(BODIES))
 async def test_every_request_ends_in_one_counter(api: Api, path: str) -> None:
     kind, payload = BODIES[path]
@@ -83,7 +52,7 @@ async def test_every_request_ends_in_one_counter(api: Api, path: str) -> None:
         *(api.client.post(path, content=body, headers={"content-type": "application/json"}) for _ in range(4))
     )
     assert [r.status_code for r in answered] == [200] * 4
-    statuses = [await hang_up(api, path, body) for _ in range(10)]
+    statuses = [await hang_up(api.app, path, body) for _ in range(10)]
     assert statuses == [499] * 10
     await api.client.post(path, content=body, headers={"content-type": "application/json"})
     after = await outcomes(api)

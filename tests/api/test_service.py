@@ -10,7 +10,7 @@ import pytest
 
 from service.engine import EngineFull, EngineStopped, EngineTimeout
 
-from .conftest import Api, H, W, assert_problem, serve, settings_for
+from .conftest import Api, H, W, assert_problem, hang_up, serve, settings_for
 
 pytestmark = pytest.mark.anyio
 
@@ -158,33 +158,9 @@ async def test_constrained_app(model_repo: Path) -> None:
 async def test_disconnect_cancels_engine_rows(api: Api) -> None:
     """The client leaves while its request waits in the admission window: its rows are cancelled."""
     body = json.dumps({"n": 4, "seed": 1}).encode()
-    incoming = [{"type": "http.request", "body": body, "more_body": False}]
-    sent: list[dict] = []
-
-    async def receive() -> dict:
-        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
-
-    async def send(message: dict) -> None:
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/sample",
-        "raw_path": b"/sample",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        "client": ("127.0.0.1", 1),
-        "server": ("test", 80),
-    }
     engine = api.registry.get("tiny").engine
     before = engine.stats().rows_sampled
-    await api.app(scope, receive, send)
-    assert sent[0]["status"] == 499
+    assert await hang_up(api.app, "/sample", body) == 499
     line = 'made_engine_requests_total{kind="sample",model="tiny",outcome="cancelled"}'
     for _ in range(200):
         text = (await api.client.get("/metrics")).text
@@ -196,6 +172,4 @@ async def test_disconnect_cancels_engine_rows(api: Api) -> None:
     assert stats.queued_rows == 0 and stats.active_rows == 0 and stats.rows_sampled == before
 
     # Gone before the body arrived: no engine work at all, and no 500 in the log.
-    sent.clear()
-    await api.app(scope, receive, send)
-    assert sent[0]["status"] == 499
+    assert await hang_up(api.app, "/sample", None) == 499

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from .. import inputs
-from ..bodies import JSON, MULTIPART, body_bytes, media_type, read_json, read_uploads, run_cancellable
+from ..bodies import JSON, MULTIPART, media_type, read_json, read_uploads, run_cancellable
 from ..deps import API_KEY_PARAMETER, check_api_key
 from ..errors import invalid
 from ..offload import run_cpu
@@ -80,7 +80,12 @@ async def complete(request: Request) -> Response:
     rows, n_known = inputs.known_rows_to_n_known(entry, known_rows, f"{where}known_rows")
     if kind == JSON:
         x = await run_cpu(
-            inputs.from_json, body.inputs, entry, "body.inputs", body.resize, size=body_bytes(request)
+            inputs.from_json,
+            body.inputs,
+            entry,
+            "body.inputs",
+            body.resize,
+            size=len(await request.body()),  # read already: cached
         )
     else:
         x = await inputs.decode_uploads(

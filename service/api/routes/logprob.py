@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from .. import codecs, inputs
-from ..bodies import JSON, MULTIPART, body_bytes, media_type, read_json, read_uploads, run_cancellable
+from ..bodies import JSON, MULTIPART, media_type, read_json, read_uploads, run_cancellable
 from ..deps import API_KEY_PARAMETER, check_api_key
 from ..errors import invalid
 from ..offload import run_cpu
@@ -75,7 +75,12 @@ async def log_prob(request: Request) -> Response:
             )
         check_scale(body.scale, body.format, "body.scale")
         x = await run_cpu(
-            inputs.from_json, body.inputs, entry, "body.inputs", body.resize, size=body_bytes(request)
+            inputs.from_json,
+            body.inputs,
+            entry,
+            "body.inputs",
+            body.resize,
+            size=len(await request.body()),  # read already: cached
         )
         per_dim, format, scale = body.per_dim, body.format, body.scale
     else:
