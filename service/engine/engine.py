@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from service.made import MADE
+from service.made import MADE, check_temperature
 
 from .logprob import LogProbBatcher, validate_data
 from .loop import Job, SamplingLoop, sampling_thread
@@ -177,15 +177,27 @@ class Engine:
         )
 
     # --- public requests ---------------------------------------------------------------------------
-    async def sample(self, n: int, seed: int, timeout_s: float | None = None) -> SampleOutput:
-        """``n`` unconditional samples drawn with the request's own seed."""
-        return await self._sampling("sample", n, seed, None, 0, timeout_s)
+    async def sample(
+        self, n: int, seed: int, timeout_s: float | None = None, temperature: float = 1.0
+    ) -> SampleOutput:
+        """``n`` unconditional samples drawn with the request's own seed, at ``temperature`` (0: the
+        most probable value at each step; ``log_prob`` stays the model's own, see
+        :mod:`service.made.sampling`)."""
+        return await self._sampling("sample", n, seed, None, 0, timeout_s, temperature)
 
     async def complete(
-        self, known: np.ndarray, n_known: int, n: int, seed: int, timeout_s: float | None = None
+        self,
+        known: np.ndarray,
+        n_known: int,
+        n: int,
+        seed: int,
+        timeout_s: float | None = None,
+        temperature: float = 1.0,
     ) -> SampleOutput:
         """``n`` completions keeping the first ``n_known`` positions of the ordering from ``known``
-        (``(D,)``, raster order); the mask is drawn from its posterior given that prefix."""
+        (``(D,)``, raster order); the mask is drawn from its posterior given that prefix (its most
+        probable one at ``temperature`` 0)."""
+        temperature = check_temperature(temperature)
         d = self.model.data_dim
         if not 0 <= n_known <= d:
             raise ValueError(f"n_known must be in 0..{d}, got {n_known}")
@@ -199,7 +211,7 @@ class Engine:
             out = await self.log_prob(arr[None], timeout_s=timeout_s)
             x = np.repeat(arr[None].astype(np.float32), n, axis=0)
             return SampleOutput(x, np.repeat(out.log_prob, n), seed)
-        return await self._sampling("complete", n, seed, arr, n_known, timeout_s)
+        return await self._sampling("complete", n, seed, arr, n_known, timeout_s, temperature)
 
     async def log_prob(
         self, x: np.ndarray, per_dim: bool = False, timeout_s: float | None = None
@@ -259,10 +271,18 @@ class Engine:
             raise ValueError(f"seed must be an integer in 0..2**64-1, got {seed!r}")
 
     async def _sampling(
-        self, kind: str, n: int, seed: int, known: np.ndarray | None, n_known: int, timeout_s: float | None
+        self,
+        kind: str,
+        n: int,
+        seed: int,
+        known: np.ndarray | None,
+        n_known: int,
+        timeout_s: float | None,
+        temperature: float = 1.0,
     ) -> SampleOutput:
         self._check_accepting()
         self._check_n_seed(n, seed)
+        temperature = check_temperature(temperature)
         n, seed = int(n), int(seed)
         d = self.model.data_dim
         timeout = timeout_s if timeout_s is not None else self.config.request_timeout_s
@@ -277,7 +297,15 @@ class Engine:
             raise
         # queued: only now its result buffers (a refusal allocates nothing); nothing runs in between
         fut: asyncio.Future[SampleOutput] = asyncio.get_running_loop().create_future()
-        req.payload = Job(seed, known, n_known, fut, np.zeros((n, d), np.float32), np.zeros(n, np.float64))
+        req.payload = Job(
+            seed,
+            known,
+            n_known,
+            fut,
+            np.zeros((n, d), np.float32),
+            np.zeros(n, np.float64),
+            temperature=temperature,
+        )
         self._loop.wake()
         try:
             return await _await_until(fut, timeout + _DEADLINE_SLACK_S)

@@ -11,6 +11,12 @@ log-mass (from the known prefix's); Bernoulli rows are scored after their last s
 their outputs are then all final and numpy's vectorised ``exp``/``log`` beat a scalar ``log1p`` per
 step. Rows are independent; the runner spreads blocks of rows over threads (GIL released).
 
+Temperature, per row (``tt[s]`` float64, ``tf[s]`` the same in the state dtype), as
+:mod:`service.made.distributions` defines it: a Bernoulli draw compares ``uf`` with
+``sigmoid(logit / T)``, a logistic draw bisects the CDF of the mixture with logits ``/ T`` and scales
+``* T``; ``T = 0`` takes the most probable value (``logit >= 0``; the bin of largest log-mass, the
+first of equals) without reading ``u``. The log-mass added to ``lp`` is always the model's own.
+
 Packed weights per mask ``k`` (units sorted by degree, inputs/outputs by position):
 ``wflat[k, wofs[l] + c*H_l + j]`` is the weight from unit ``c`` of layer ``l-1`` (layer ``-1`` = the
 inputs) to unit ``j`` of layer ``l``; ``wout[k, c, i*P + p]``; ``direct[k, e, i*P + p]``.
@@ -56,38 +62,11 @@ def _logsigmoid(z: float) -> float:
     return -_softplus(-z)
 
 
-@njit(cache=True)
-def _logistic_draw(
-    out: np.ndarray, base: int, nb: int, nc: int, u: float, tmp: np.ndarray
-) -> tuple[float, float]:
-    """Draw a bin by bisection on the closed-form CDF ``F(v) = sum_c pi_c sigmoid((x_v + half - mu_c) / s_c)``
-    and return it with its log-mass, computed like ``DiscretizedLogistic._log_mass``; float64
-    throughout (``tmp``: ``4 * nc`` scratch)."""
+@njit(cache=True, inline="always")
+def _bin_log_mass(v: int, nb: int, nc: int, tmp: np.ndarray) -> float:
+    """Log-mass of bin ``v`` under the mixture in ``tmp`` (``log pi_c`` at ``3 nc``, ``mu_c`` at ``nc``,
+    ``1 / s_c`` at ``2 nc``), computed like ``DiscretizedLogistic._log_mass``."""
     half = 1.0 / (nb - 1)
-    mx = -np.inf
-    for c in range(nc):
-        mx = max(mx, np.float64(out[base + c]))
-    z = 0.0
-    for c in range(nc):
-        z += math.exp(np.float64(out[base + c]) - mx)
-    lz = mx + math.log(z)  # log-normaliser of the mixture logits
-    for c in range(nc):
-        tmp[3 * nc + c] = np.float64(out[base + c]) - lz  # log pi_c
-        tmp[c] = math.exp(tmp[3 * nc + c])  # pi_c
-        tmp[nc + c] = np.float64(out[base + nc + c])  # mu_c
-        tmp[2 * nc + c] = math.exp(-min(max(np.float64(out[base + 2 * nc + c]), -7.0), 7.0))  # 1 / s_c
-    lo, hi = 0, nb - 1
-    while lo < hi:
-        mid = (lo + hi) // 2
-        edge = mid * (2.0 * half) - 1.0 + half
-        f = 0.0
-        for c in range(nc):
-            f += tmp[c] / (1.0 + math.exp(-(edge - tmp[nc + c]) * tmp[2 * nc + c]))
-        if f > u:
-            hi = mid
-        else:
-            lo = mid + 1
-    v = lo
     xv = v * (2.0 * half) - 1.0
     m = -np.inf
     acc = 0.0
@@ -112,7 +91,64 @@ def _logistic_draw(
             m = t
         else:
             acc += math.exp(t - m)
-    return float(v), m + math.log(acc)
+    return m + math.log(acc)
+
+
+@njit(cache=True)
+def _logistic_draw(
+    out: np.ndarray, base: int, nb: int, nc: int, u: float, temp: float, tmp: np.ndarray
+) -> tuple[float, float]:
+    """Draw a bin at temperature ``temp`` by bisection on the closed-form CDF
+    ``F(v) = sum_c pi_c sigmoid((x_v + half - mu_c) / s_c)`` of the tempered mixture, or (``temp == 0``)
+    take the bin of largest log-mass, and return it with its log-mass under the untempered mixture,
+    computed like ``DiscretizedLogistic._log_mass``; float64 throughout (``tmp``: ``6 * nc`` scratch:
+    ``pi_c, mu_c, 1 / s_c, log pi_c`` of the model, then ``pi_c, 1 / s_c`` at ``temp``)."""
+    half = 1.0 / (nb - 1)
+    mx = -np.inf
+    for c in range(nc):
+        mx = max(mx, np.float64(out[base + c]))
+    z = 0.0
+    for c in range(nc):
+        z += math.exp(np.float64(out[base + c]) - mx)
+    lz = mx + math.log(z)  # log-normaliser of the mixture logits
+    for c in range(nc):
+        tmp[3 * nc + c] = np.float64(out[base + c]) - lz  # log pi_c
+        tmp[c] = math.exp(tmp[3 * nc + c])  # pi_c
+        tmp[nc + c] = np.float64(out[base + nc + c])  # mu_c
+        tmp[2 * nc + c] = math.exp(-min(max(np.float64(out[base + 2 * nc + c]), -7.0), 7.0))  # 1 / s_c
+    if temp == 0.0:  # the most probable bin: a full scan, the first of equals
+        best, bv = -np.inf, 0
+        for v in range(nb):
+            lm = _bin_log_mass(v, nb, nc, tmp)
+            if lm > best:
+                best, bv = lm, v
+        return float(bv), best
+    pi, inv_s = 0, 2 * nc  # offsets of the mixture weights and inverse scales the draw uses
+    if temp != 1.0:  # tempered: logits / T, log-scales + log T
+        log_t = math.log(temp)
+        mx = -np.inf
+        for c in range(nc):
+            mx = max(mx, np.float64(out[base + c]) / temp)
+        z = 0.0
+        for c in range(nc):
+            z += math.exp(np.float64(out[base + c]) / temp - mx)
+        lz = mx + math.log(z)
+        for c in range(nc):
+            tmp[4 * nc + c] = math.exp(np.float64(out[base + c]) / temp - lz)
+            tmp[5 * nc + c] = math.exp(-(min(max(np.float64(out[base + 2 * nc + c]), -7.0), 7.0) + log_t))
+        pi, inv_s = 4 * nc, 5 * nc
+    lo, hi = 0, nb - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        edge = mid * (2.0 * half) - 1.0 + half
+        f = 0.0
+        for c in range(nc):
+            f += tmp[pi + c] / (1.0 + math.exp(-(edge - tmp[nc + c]) * tmp[inv_s + c]))
+        if f > u:
+            hi = mid
+        else:
+            lo = mid + 1
+    return float(lo), _bin_log_mass(lo, nb, nc, tmp)
 
 
 @njit(cache=True, fastmath={"contract"})
@@ -133,6 +169,8 @@ def _advance_block(
     kk: np.ndarray,
     u: np.ndarray,
     uf: np.ndarray,
+    tt: np.ndarray,
+    tf: np.ndarray,
     inp: np.ndarray,
     xs: np.ndarray,
     acc: np.ndarray,
@@ -160,12 +198,18 @@ def _advance_block(
         for r in range(nr):
             s = rows[r]
             if dist_kind == 0:  # log p is scored after the last step, vectorised (see the runner)
-                prob = one / (one + math.exp(-out[s, base]))
-                v = 1.0 if uf[s, 1 + i] < prob else 0.0
+                if tt[s] == 1.0:
+                    prob = one / (one + math.exp(-out[s, base]))
+                    v = 1.0 if uf[s, 1 + i] < prob else 0.0
+                elif tt[s] == 0.0:  # the most probable value: p(1) >= 1/2
+                    v = 1.0 if out[s, base] >= 0 else 0.0
+                else:
+                    prob = one / (one + math.exp(-(out[s, base] / tf[s])))
+                    v = 1.0 if uf[s, 1 + i] < prob else 0.0
                 xs[s, i] = v
                 inp[s, i] = xs[s, i]
             else:
-                v, lpi = _logistic_draw(out[s], base, nb, nc, u[s, 1 + i], tmp[s])
+                v, lpi = _logistic_draw(out[s], base, nb, nc, u[s, 1 + i], tt[s], tmp[s])
                 lp[s] += lpi
                 xs[s, i] = v
                 inp[s, i] = xs[s, i] * cst[1] - one

@@ -70,6 +70,7 @@ class Job:
     lp: np.ndarray
     prepared: Prepared | None = None
     settled: bool = False
+    temperature: float = 1.0  # sampling temperature of every row (0: the most probable values)
 
 
 @dataclass
@@ -352,7 +353,9 @@ class SamplingLoop:
             job: Job = adm.request.payload
             try:
                 if job.prepared is None:
-                    job.prepared = self.runner.prepare(adm.request.n_rows, job.seed, job.known, job.n_known)
+                    job.prepared = self.runner.prepare(
+                        adm.request.n_rows, job.seed, job.known, job.n_known, job.temperature
+                    )
                 ready.append(adm)
             except Exception as e:
                 log.exception("engine %s: admission failed", self.name)

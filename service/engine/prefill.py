@@ -13,7 +13,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from service.made import MADE, CachedPlan, choose_components, pick_components, prefill, seeded_uniforms
+from service.made import (
+    MADE,
+    CachedPlan,
+    check_temperature,
+    choose_components,
+    pick_components,
+    prefill,
+    seeded_uniforms,
+)
 
 __all__ = ["Prepared", "RowInit", "initial_state", "prepare_request"]
 
@@ -42,6 +50,7 @@ class Prepared:
     comps: np.ndarray  # (n,) int64 mask index per row
     start: int  # first position drawn (n_known)
     init: dict[int, RowInit]  # per mask used
+    temperature: float = 1.0  # sampling temperature of every row (0: the most probable values)
 
 
 @torch.no_grad()
@@ -66,17 +75,22 @@ def prepare_request(
     seed: int,
     known: np.ndarray | None,
     n_known: int,
+    temperature: float = 1.0,
 ) -> Prepared:
-    """Uniforms, components and start states of a request (``base``: each mask's empty-prefix state)."""
+    """Uniforms, components and start states of a request (``base``: each mask's empty-prefix state).
+    At ``temperature`` 0 the components are the most probable ones (see :mod:`service.made.sampling`)."""
+    temperature = check_temperature(temperature)
     if model.num_masks == 1 and (n_known == 0 or known is None):
         # the common case, in numpy alone (no torch calls or grad-mode switches per request): the
         # same numbers as seeded_uniforms, every row on mask 0
         u = np.random.default_rng(seed).random((n, model.data_dim + 1))
-        return Prepared(u, np.zeros(n, dtype=np.int64), 0, {0: base[0]})
+        return Prepared(u, np.zeros(n, dtype=np.int64), 0, {0: base[0]}, temperature)
     with torch.no_grad():
-        return _prepare_with_torch(
-            model, plans, base, seeded_uniforms(n, model.data_dim, seed), known, n_known
+        prep = _prepare_with_torch(
+            model, plans, base, seeded_uniforms(n, model.data_dim, seed), known, n_known, temperature
         )
+    prep.temperature = temperature
+    return prep
 
 
 def _prepare_with_torch(
@@ -86,11 +100,12 @@ def _prepare_with_torch(
     u: torch.Tensor,
     known: np.ndarray | None,
     n_known: int,
+    temperature: float,
 ) -> Prepared:
     """Mixtures (components drawn from ``u[:, 0]``) and completions (prefill of the known prefix)."""
     n, k_masks = u.shape[0], model.num_masks
     if n_known == 0 or known is None:
-        comps = choose_components(model, u[:, 0])
+        comps = choose_components(model, u[:, 0], temperature=temperature)
         used = sorted(set(comps.tolist()))
         return Prepared(u.numpy(), comps.numpy().astype(np.int64), 0, {k: base[k] for k in used})
     dtype = model.output_layer.weight.dtype
@@ -104,7 +119,9 @@ def _prepare_with_torch(
     else:
         # the posterior over masks given the prefix
         comps = pick_components(
-            u[:, 0], torch.tensor([init[k].lp for k in range(k_masks)], dtype=torch.float64)
+            u[:, 0],
+            torch.tensor([init[k].lp for k in range(k_masks)], dtype=torch.float64),
+            greedy=temperature == 0,
         )
     used = sorted(set(comps.tolist()))
     return Prepared(u.numpy(), comps.numpy().astype(np.int64), n_known, {k: init[k] for k in used})

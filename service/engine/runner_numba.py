@@ -119,12 +119,14 @@ class NumbaRunner:
             "kk": np.zeros(cap, dtype=np.int64),
             "u": np.zeros((cap, d + 1), dtype=np.float64),
             "uf": np.zeros((cap, d + 1), dtype=dt),
+            "tt": np.ones(cap, dtype=np.float64),  # temperature per row
+            "tf": np.ones(cap, dtype=dt),  # the same in the state dtype (Bernoulli logits / T)
             "inp": np.zeros((cap, d), dtype=dt),
             "xs": np.zeros((cap, d), dtype=dt),
             "acc": np.zeros((cap, sh), dtype=dt),
             "h": np.zeros((cap, sh), dtype=dt),
             "out": np.zeros((cap, d * p), dtype=dt),
-            "tmp": np.zeros((cap, 4 * max(1, int(self.meta[6]))), dtype=np.float64),
+            "tmp": np.zeros((cap, 6 * max(1, int(self.meta[6]))), dtype=np.float64),
             "lp": np.zeros(cap, dtype=np.float64),
         }
         if old:
@@ -142,8 +144,10 @@ class NumbaRunner:
             self._alloc(cap)
 
     # --- requests ----------------------------------------------------------------------------------
-    def prepare(self, n: int, seed: int, known: np.ndarray | None, n_known: int) -> Prepared:
-        return prepare_request(self.model, self.plans, self.base, n, seed, known, n_known)
+    def prepare(
+        self, n: int, seed: int, known: np.ndarray | None, n_known: int, temperature: float = 1.0
+    ) -> Prepared:
+        return prepare_request(self.model, self.plans, self.base, n, seed, known, n_known, temperature)
 
     def admit(self, prep: Prepared, rows: list[int], slots: list[int]) -> None:
         """Give rows ``rows`` of a prepared request their start state in ``slots``."""
@@ -161,6 +165,9 @@ class NumbaRunner:
         self.kk[s] = np.concatenate(comps)
         self.u[s] = u
         self.uf[s] = u  # cast to the state dtype on assignment
+        temps = np.concatenate([np.full(len(r), p.temperature, dtype=np.float64) for p, r, _ in parts])
+        self.tt[s] = temps
+        self.tf[s] = temps
         groups: dict[int, tuple[RowInit, list[np.ndarray]]] = {}
         for (p, _, sl), c in zip(parts, comps, strict=True):
             for k in p.init:
@@ -204,6 +211,8 @@ class NumbaRunner:
             self.kk,
             self.u,
             self.uf,
+            self.tt,
+            self.tf,
             self.inp,
             self.xs,
             self.acc,

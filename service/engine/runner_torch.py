@@ -28,12 +28,14 @@ class _Cohort:
     pos: int  # next position to draw
     slots: torch.Tensor  # (c,) long, CPU
     u: torch.Tensor  # (c, D + 1) float64
+    temp: torch.Tensor  # (c,) temperature per row, model dtype
     inp: torch.Tensor  # (c, D) network inputs by position
     xs: torch.Tensor  # (c, D) data values by position
     acc: list[torch.Tensor]
     h: list[torch.Tensor]
     out: torch.Tensor  # (c, D, P)
     lp: torch.Tensor  # (c,) float64
+    shared_t: float | None = None  # the temperature of every row when they share one (no per-row path)
 
     def select(self, keep: torch.Tensor) -> _Cohort:
         dev = self.out.device
@@ -43,12 +45,14 @@ class _Cohort:
             self.pos,
             self.slots[keep],
             self.u[kd],
+            self.temp[kd],
             self.inp[kd],
             self.xs[kd],
             [a[kd] for a in self.acc],
             [a[kd] for a in self.h],
             self.out[kd],
             self.lp[kd],
+            self.shared_t,
         )
 
     @staticmethod
@@ -59,12 +63,14 @@ class _Cohort:
             first.pos,
             torch.cat([p.slots for p in parts]),
             torch.cat([p.u for p in parts]),
+            torch.cat([p.temp for p in parts]),
             torch.cat([p.inp for p in parts]),
             torch.cat([p.xs for p in parts]),
             [torch.cat([p.acc[i] for p in parts]) for i in range(len(first.acc))],
             [torch.cat([p.h[i] for p in parts]) for i in range(len(first.h))],
             torch.cat([p.out for p in parts]),
             torch.cat([p.lp for p in parts]),
+            first.shared_t if all(p.shared_t == first.shared_t for p in parts) else None,
         )
 
 
@@ -85,8 +91,10 @@ class TorchRunner:
         self.preempt = np.zeros(1, dtype=np.int64)  # set from another thread to end a chunk early
 
     # --- requests --------------------------------------------------------------------------------
-    def prepare(self, n: int, seed: int, known: np.ndarray | None, n_known: int) -> Prepared:
-        return prepare_request(self.model, self.plans, self.base, n, seed, known, n_known)
+    def prepare(
+        self, n: int, seed: int, known: np.ndarray | None, n_known: int, temperature: float = 1.0
+    ) -> Prepared:
+        return prepare_request(self.model, self.plans, self.base, n, seed, known, n_known, temperature)
 
     def admit(self, prep: Prepared, rows: list[int], slots: list[int]) -> None:
         """Give rows ``rows`` of a prepared request their start state in ``slots``."""
@@ -104,12 +112,14 @@ class TorchRunner:
                     prep.start,
                     slots_t[sel],
                     u,
+                    torch.full((c,), prep.temperature, dtype=self.dtype, device=self.device),
                     init.inp.expand(c, -1).clone(),
                     init.xs.expand(c, -1).clone(),
                     [a.expand(c, -1).clone() for a in init.acc],
                     [a.expand(c, -1).clone() for a in init.h],
                     init.out.expand(c, -1, -1).clone(),
                     torch.full((c,), init.lp, dtype=torch.float64, device=self.device),
+                    prep.temperature,
                 )
             )
 
@@ -151,7 +161,8 @@ class TorchRunner:
         dist, act, d = model.dist, model.activation, model.data_dim
         i = c.pos
         p_i = c.out[:, i]
-        v = dist.sample(p_i, c.u[:, 1 + i])
+        temp = c.temp if c.shared_t is None else c.shared_t  # tempered per row; lp stays the model's own
+        v = dist.sample(p_i, c.u[:, 1 + i], temp)
         c.xs[:, i] = v
         c.lp += dist.log_prob(p_i, v).to(torch.float64)
         m = i + 1

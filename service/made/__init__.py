@@ -1,7 +1,15 @@
 """Pure PyTorch MADE: masks, network, output distributions, samplers and checkpoint I/O (no web code)."""
 
 from .checkpoint import CheckpointError, load_model, read_card, save_model
-from .distributions import Bernoulli, DiscretizedLogistic, OutputDistribution, distribution_from_spec
+from .distributions import (
+    MAX_TEMPERATURE,
+    MIN_TEMPERATURE,
+    Bernoulli,
+    DiscretizedLogistic,
+    OutputDistribution,
+    check_temperature,
+    distribution_from_spec,
+)
 from .merge import pool
 from .network import MADE, MADEConfig, MaskedLinear
 from .sampling import (
@@ -21,6 +29,8 @@ from .verify import AutoregressiveViolation, verify_autoregressive
 
 __all__ = [
     "MADE",
+    "MAX_TEMPERATURE",
+    "MIN_TEMPERATURE",
     "AutoregressiveViolation",
     "Bernoulli",
     "CachedPlan",
@@ -31,6 +41,7 @@ __all__ = [
     "OutputDistribution",
     "SampleResult",
     "build_plan",
+    "check_temperature",
     "choose_components",
     "distribution_from_spec",
     "draw_uniforms",

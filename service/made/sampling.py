@@ -8,6 +8,12 @@ Completion: rows may come with known values for the first ``n_known`` positions 
 ordering; those are computed in one batched pass and never redrawn, and the component is drawn from
 its posterior given the known part, ``w_k ∝ p_k(x_known)``, which makes the draw an exact sample of
 the mixture's conditional.
+
+Temperature (``temperature``, default 1): each dimension is drawn from its tempered conditional
+(:mod:`.distributions` defines it once); at ``0`` every dimension takes its most probable value and the
+mask is the most probable one too (the posterior's argmax given the known prefix; mask 0 when there is
+none, every mask being equally likely; ties to the lowest), so the result does not depend on the
+uniforms. ``log_prob`` is always the model's own (temperature 1) log-likelihood of what was drawn.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .distributions import check_temperature
 from .network import MADE
 
 __all__ = [
@@ -81,9 +88,13 @@ def prefix_log_probs(model: MADE, known: torch.Tensor, n_known: int) -> torch.Te
     )
 
 
-def pick_components(u: torch.Tensor, log_w: torch.Tensor) -> torch.Tensor:
+def pick_components(u: torch.Tensor, log_w: torch.Tensor, greedy: bool = False) -> torch.Tensor:
     """Component per row by inverse CDF on ``u`` ``(n,)`` of ``softmax(log_w)``; ``log_w`` is ``(K,)``
-    (shared by every row) or ``(n, K)``."""
+    (shared by every row) or ``(n, K)``. ``greedy`` (temperature 0): the most probable component
+    (the first of equals), whatever ``u``."""
+    if greedy:
+        best = log_w.to(torch.float64).argmax(-1)
+        return best.expand(u.shape[0]) if best.ndim == 0 else best
     cdf = torch.softmax(log_w.to(torch.float64), dim=-1).cumsum(-1)
     if cdf.ndim == 1:
         cdf = cdf.expand(u.shape[0], -1)
@@ -93,17 +104,21 @@ def pick_components(u: torch.Tensor, log_w: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def choose_components(
-    model: MADE, u: torch.Tensor, known: torch.Tensor | None = None, n_known: int = 0
+    model: MADE,
+    u: torch.Tensor,
+    known: torch.Tensor | None = None,
+    n_known: int = 0,
+    temperature: float = 1.0,
 ) -> torch.Tensor:
     """Mixture component per row by inverse CDF on ``u`` ``(n,)``: uniform, or the posterior given
-    the known prefix."""
+    the known prefix; at ``temperature`` 0 the most probable one (mask 0 without a prefix)."""
     k = model.num_masks
     n = u.shape[0]
-    if k == 1:
+    if k == 1 or (temperature == 0 and (n_known == 0 or known is None)):
         return torch.zeros(n, dtype=torch.long, device=u.device)
     if n_known == 0 or known is None:
         return (u * k).long().clamp(max=k - 1)
-    return pick_components(u, prefix_log_probs(model, known, n_known))
+    return pick_components(u, prefix_log_probs(model, known, n_known), greedy=temperature == 0)
 
 
 def _prepare(
@@ -113,6 +128,7 @@ def _prepare(
     generator: torch.Generator | None,
     known: torch.Tensor | None,
     n_known: int,
+    temperature: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     d = model.data_dim
     if uniforms is None:
@@ -131,7 +147,7 @@ def _prepare(
         assert known is not None
         prefix = model.ordering(0)[:n_known]
         x[:, prefix] = known.to(device=device, dtype=dtype)[:, prefix]
-    comps = choose_components(model, uniforms[:, 0], x if n_known else None, n_known)
+    comps = choose_components(model, uniforms[:, 0], x if n_known else None, n_known, temperature)
     return x, uniforms, comps
 
 
@@ -144,9 +160,11 @@ def sample_reference(
     generator: torch.Generator | None = None,
     known: torch.Tensor | None = None,
     n_known: int = 0,
+    temperature: float = 1.0,
 ) -> SampleResult:
     """The straightforward sampler: one full forward pass per drawn dimension."""
-    x, uniforms, comps = _prepare(model, n, uniforms, generator, known, n_known)
+    temperature = check_temperature(temperature)
+    x, uniforms, comps = _prepare(model, n, uniforms, generator, known, n_known, temperature)
     d = model.data_dim
     lp = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
     rows = torch.arange(x.shape[0], device=x.device)
@@ -156,7 +174,7 @@ def sample_reference(
         params = model.forward_rows(x, comps)
         dims = dims_by_row[:, i]
         p_i = params[rows, dims]
-        v = model.dist.sample(p_i, uniforms[:, 1 + i])
+        v = model.dist.sample(p_i, uniforms[:, 1 + i], temperature)
         x[rows, dims] = v
         lp += model.dist.log_prob(p_i, v).to(torch.float64)
     return SampleResult(x, comps, lp)
@@ -271,6 +289,7 @@ def sample_cached(
     known: torch.Tensor | None = None,
     n_known: int = 0,
     plans: list[CachedPlan] | None = None,
+    temperature: float = 1.0,
 ) -> SampleResult:
     """The cached sampler: each hidden unit is computed once, as soon as its inputs are final.
 
@@ -278,7 +297,8 @@ def sample_cached(
     ``m - 1`` is drawn, units of degree ``m`` are finalised and their contributions added to the
     pre-activation accumulators above. A whole sample costs about one forward pass instead of ``D``.
     """
-    x, uniforms, comps = _prepare(model, n, uniforms, generator, known, n_known)
+    temperature = check_temperature(temperature)
+    x, uniforms, comps = _prepare(model, n, uniforms, generator, known, n_known, temperature)
     d = model.data_dim
     lp = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
     plans = plans or [build_plan(model, k) for k in range(model.num_masks)]
@@ -291,7 +311,7 @@ def sample_cached(
         u = uniforms[rows]
         for i in range(n_known, d):
             p_i = state.out[:, i]
-            v = model.dist.sample(p_i, u[:, 1 + i])
+            v = model.dist.sample(p_i, u[:, 1 + i], temperature)
             xs[:, i] = v
             lp[rows] += model.dist.log_prob(p_i, v).to(torch.float64)
             if i + 1 < d:
