@@ -23,6 +23,7 @@ from ..made import MADE, CheckpointError, MADEConfig, load_model
 from .cli_pool import add_pool_parser, cmd_pool, train_pooled
 from .data import DATASETS, load_dataset, pixel_entropy
 from .evaluate import nll_report, split_metrics
+from .examples import add_examples_option, add_examples_parser, cmd_examples
 from .export import device_description, export_run, read_run, write_run
 from .loop import TrainConfig, train
 from .presets import PRESETS, preset
@@ -135,6 +136,7 @@ def _add_train(sub: Any) -> None:
     )
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/train.state.pt")
     p.add_argument("--samples", type=int, default=64, help="samples drawn for samples.png")
+    add_examples_option(p)
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar (epoch lines still print)")
 
 
@@ -149,6 +151,7 @@ def _add_export(sub: Any) -> None:
         help="fit a logit temperature on the validation split (default: the run's setting)",
     )
     p.add_argument("--samples", type=int, default=64)
+    add_examples_option(p)
     p.add_argument("--threads", type=int)
 
 
@@ -283,7 +286,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         model, data.train, data.valid, tcfg, run_dir, resume=args.resume, progress=not args.no_progress
     )
     print(f"best valid NLL {result.best_valid_nll:.3f} at epoch {result.best_epoch} of {result.epochs_run}")
-    card = export_run(run_dir, settings["out"], data=data, samples=args.samples, seed=int(settings["seed"]))
+    seed = int(settings["seed"])
+    card = export_run(run_dir, settings["out"], data, args.samples, seed, examples=args.examples)
     print(f"wrote {settings['out']}")
     print(nll_report("test", card["metrics"]["test"]))
     return 0
@@ -292,7 +296,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
-    card = export_run(args.run_dir, args.out, samples=args.samples, calibrate=args.calibrate)
+    card = export_run(
+        args.run_dir, args.out, samples=args.samples, calibrate=args.calibrate, examples=args.examples
+    )
     print(nll_report("valid", card["metrics"]["valid"]))
     print(nll_report("test", card["metrics"]["test"]))
     return 0
@@ -376,8 +382,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _add_export(sub)
     add_pool_parser(sub)
     _add_eval(sub)
+    add_examples_parser(sub)
     args = parser.parse_args(argv)
     commands = {"train": cmd_train, "export": cmd_export, "pool": cmd_pool, "eval": cmd_eval}
+    commands["examples"] = cmd_examples
     try:
         return commands[args.command](args)
     except (FileNotFoundError, ValueError, CheckpointError) as e:

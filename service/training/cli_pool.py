@@ -11,6 +11,7 @@ import torch
 
 from ..made import CheckpointError, read_card
 from .evaluate import nll_report
+from .examples import add_examples_option
 from .pooling import export_pool
 from .presets import preset
 
@@ -36,6 +37,7 @@ def add_pool_parser(sub: Any) -> None:
     p.add_argument("--weights", type=_weights, help="w1,w2,...: fixed logit weights instead of fitting them")
     p.add_argument("--storage", choices=["float32", "float16"], default="float16")
     p.add_argument("--samples", type=int, default=64)
+    add_examples_option(p)
     p.add_argument("--threads", type=int)
 
 
@@ -66,6 +68,7 @@ def train_pooled(
         data_path=args.data,
         storage=spec.get("storage", "float16"),
         samples=args.samples,
+        examples=args.examples,
     )
     print(f"wrote {args.out or spec['out']}: weights {card['pooling']['weights']}")
     print(nll_report("test", card["metrics"]["test"]))
@@ -92,6 +95,7 @@ def cmd_pool(args: argparse.Namespace) -> int:
         weights=args.weights,
         storage=args.storage,
         samples=args.samples,
+        examples=args.examples,
     )
     print(f"wrote {args.out}: weights {card['pooling']['weights']}")
     print(nll_report("valid", card["metrics"]["valid"]))

@@ -19,6 +19,7 @@ from ..made import MADE, MADEConfig, save_model
 from .calibrate import calibrate as fit_and_apply_temperature
 from .data import Dataset, load_dataset
 from .evaluate import split_metrics
+from .examples import MAX_EXAMPLES, write_examples
 from .images import save_completions, save_samples
 from .loop import STATE_FILE
 
@@ -70,11 +71,13 @@ def export_run(
     samples: int = 64,
     seed: int = 0,
     calibrate: bool | None = None,
+    examples: int = MAX_EXAMPLES,
 ) -> dict[str, Any]:
     """Write the best weights of ``run_dir`` as a model folder; returns the card.
 
     ``calibrate`` (default: the run's setting) fits a logit temperature on the validation split and
-    folds it into the exported weights (see :mod:`service.training.calibrate`).
+    folds it into the exported weights (see :mod:`service.training.calibrate`). ``examples`` held-out
+    test images go to ``examples/`` (:mod:`service.training.examples`).
     """
     run_dir = Path(run_dir)
     settings = read_run(run_dir)
@@ -120,6 +123,9 @@ def export_run(
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     folder = Path(out or settings["out"])
+    record = write_examples(folder, data, examples)
+    if record:
+        card["examples"] = record
     save_model(folder, model, card, dtype=storage)
     write_pictures(model, folder, data, samples, seed)
     return card

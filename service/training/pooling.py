@@ -23,6 +23,7 @@ from ..made import load_model, save_model
 from ..made.merge import pool
 from .calibrate import fit_pool_weights
 from .data import Dataset, load_dataset
+from .examples import MAX_EXAMPLES, write_examples
 from .export import held_out_metrics, round_to_storage, write_pictures
 
 __all__ = ["export_pool", "pool_data"]
@@ -66,6 +67,7 @@ def export_pool(
     storage: str = "float16",
     samples: int = 64,
     seed: int = 0,
+    examples: int = MAX_EXAMPLES,
 ) -> dict[str, Any]:
     """Pool the model folders ``sources`` into the folder ``out``; returns its card.
 
@@ -117,6 +119,9 @@ def export_pool(
         "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     folder = Path(out)
+    record = write_examples(folder, data, examples)  # held-out test images for the demo page
+    if record:
+        card["examples"] = record
     save_model(folder, model, card, dtype=dtype)
     write_pictures(model, folder, data, samples, seed)
     return card
