@@ -1,13 +1,19 @@
 """The demo page: ``/`` and its static files (plain HTML and JavaScript, no build step), and example
 images per model for it to offer.
 
-Examples are the PNG files in ``<model folder>/examples/`` when the model ships some (held-out data);
-otherwise a few of the model's own samples (fixed seed), labelled as such so nobody mistakes them
-for data.
+Examples are the PNG files in ``<model folder>/examples/`` when the model ships some: held-out test
+images written by ``python -m service.training export`` (or ``... examples MODEL_DIR``), at most
+:data:`MAX_EXAMPLES`. They are read and checked once per model (a file that is not a PNG of the model's
+size is skipped with a warning, so the page never offers an image the model refuses) and then served from
+memory. A model without such files (a missing folder is an empty list) offers a few of its own samples
+(fixed seed) instead, labelled as such so nobody mistakes them for data.
 """
 
 from __future__ import annotations
 
+import asyncio
+import io
+import logging
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -16,6 +22,7 @@ import numpy as np
 from fastapi import APIRouter, Depends
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, Response
+from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, Field
 
 from .. import codecs
@@ -25,6 +32,7 @@ from ..registry import ModelEntry
 from ..schemas import PNG_SCHEMA, problem_responses
 
 router = APIRouter()
+log = logging.getLogger("service.api")
 
 STATIC = Path(__file__).resolve().parents[1] / "static"
 _STATIC_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*\.(html|js|css|svg|png)$")
@@ -35,7 +43,7 @@ _MEDIA = {
     "svg": "image/svg+xml",
     "png": "image/png",
 }
-MAX_EXAMPLES = 12
+MAX_EXAMPLES = 8  # what the data's terms allow a model folder to ship (a handful, never the data set)
 SAMPLE_EXAMPLES = 4
 SAMPLE_SEED = 20150212  # fixed, so the fallback examples are the same on every replica and restart
 _NO_CACHE = {"Cache-Control": "no-cache"}  # revalidate: a redeploy must not leave a stale page
@@ -74,21 +82,36 @@ async def static(name: str) -> FileResponse:
     return _static(name)
 
 
-def _files(entry: ModelEntry) -> list[Path]:
-    folder = entry.folder / "examples"
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.glob("*.png") if p.is_file())[:MAX_EXAMPLES]
+def held_out_examples(folder: Path, shape: tuple[int, int]) -> list[tuple[str, bytes]]:
+    """``[(name, png bytes)]`` of ``folder/examples/*.png`` by file name, at most :data:`MAX_EXAMPLES`,
+    keeping only PNGs of ``shape`` (H, W); none when there is no such folder."""
+    out: list[tuple[str, bytes]] = []
+    for path in sorted((folder / "examples").glob("*.png")):
+        try:
+            data = path.read_bytes()
+            with Image.open(io.BytesIO(data)) as img:
+                fmt, size = img.format, (img.height, img.width)
+                img.load()  # a truncated file fails here, not on the page
+        except (OSError, UnidentifiedImageError) as e:
+            log.warning("example %s skipped: not a readable image (%s)", path, e)
+            continue
+        if fmt != "PNG" or size != tuple(shape):
+            log.warning("example %s skipped: a %s image of %s, the model's are %s", path, fmt, size, shape)
+            continue
+        out.append((path.stem, data))
+        if len(out) == MAX_EXAMPLES:
+            break
+    return out
 
 
-async def _examples(entry: ModelEntry) -> tuple[str, list[tuple[str, bytes | Path]]]:
-    """``(source, [(name, png bytes or file)])``, computed once per model and kept on its entry."""
+async def _examples(entry: ModelEntry) -> tuple[str, list[tuple[str, bytes]]]:
+    """``(source, [(name, png bytes)])``, computed once per model and kept on its entry."""
     cached: Any = entry.extras.get("web_examples")
     if cached is not None:
         return cached
-    files = _files(entry)
+    files = await asyncio.to_thread(held_out_examples, entry.folder, entry.grid_shape)
     if files:
-        out: tuple[str, list[tuple[str, bytes | Path]]] = ("held-out", [(p.stem, p) for p in files])
+        out: tuple[str, list[tuple[str, bytes]]] = ("held-out", files)
     else:
         drawn = await entry.engine.sample(SAMPLE_EXAMPLES, SAMPLE_SEED)
         lo, hi = entry.value_range
@@ -159,6 +182,4 @@ async def get_example(
         raise ProblemError(404, f"model {entry.name!r} has {len(items)} examples; no index {index}")
     label, data = items[index]
     headers = {"X-Example-Source": source, "X-Example-Name": label.encode("ascii", "replace").decode()}
-    if isinstance(data, Path):
-        return FileResponse(data, media_type="image/png", headers=headers)
     return Response(data, media_type="image/png", headers=headers)
