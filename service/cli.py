@@ -9,7 +9,8 @@ gives the same images either way.
 examples:
   made serve --port 8000
   made sample --n 16 -o grid.png --seed 1
-  made complete face.png -o out.png --model faces --n 4
+  made sample --n 16 -o sharp.png --temperature 0.5
+  made complete face.png -o out.png --model faces --n 4 --temperature 0.8
   made log-prob digits/*.png --heatmap maps/
 """
 
@@ -73,6 +74,21 @@ def _positive(text: str) -> int:
     return value
 
 
+def _temperature(text: str) -> float:
+    """A finite number >= 0 (the server checks its range, 0 or 1e-06 to 100, and says so)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):  # NaN fails >= 0
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+_TEMPERATURE_HELP = (
+    "sampling temperature (default 1): below 1 sharper, above 1 more varied; 0 the most probable value "
+    "of each pixel, whatever the seed (log p stays the model's own)"
+)
 _MAX_SCALE = 16  # the API's bound on scale (service.api.schemas.MAX_PNG_SCALE)
 
 
@@ -113,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", parents=common, help="draw samples into a PNG grid")
     s.add_argument("--n", type=_positive, default=16, help="number of samples (default 16)")
     s.add_argument("--seed", type=int, help="random seed (printed when omitted); chunk i uses seed+i")
+    s.add_argument("--temperature", type=_temperature, help=_TEMPERATURE_HELP)
     s.add_argument("-o", "--output", default="samples.png", help="grid image (default samples.png)")
     s.add_argument("--columns", type=_positive, help="grid width (default: about square)")
     s.add_argument("--batch", type=_positive, default=16, help="samples per request (default 16)")
@@ -125,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--n", type=_positive, default=4, help="completions per image (default 4)")
     c.add_argument("--seed", type=int, help="random seed (printed when omitted)")
+    c.add_argument("--temperature", type=_temperature, help=_TEMPERATURE_HELP)
     c.add_argument("--known-rows", type=int, help="rows kept from the top (default: half)")
     c.add_argument(
         "--json", metavar="PATH", help="also write the completions as JSON (one more request each, same seed)"
@@ -211,7 +229,9 @@ async def cmd_sample(args: argparse.Namespace) -> int:
 
             async def one(i: int, n: int) -> Any:
                 async with gate:
-                    out = await client.sample(n, model=info.name, seed=(seed + i) % _SEED_MOD)
+                    out = await client.sample(
+                        n, model=info.name, seed=(seed + i) % _SEED_MOD, temperature=args.temperature
+                    )
                 bar.update(n)
                 return out
 
@@ -253,7 +273,14 @@ async def cmd_complete(args: argparse.Namespace) -> int:
         info = await pick_model(client, args.model)
         with _bar(args, len(args.images), "img") as bar:
             for image, out in zip(args.images, outputs, strict=True):
-                kw = {"n": args.n, "model": info.name, "seed": seed, "known_rows": args.known_rows, **options}
+                kw = {
+                    "n": args.n,
+                    "model": info.name,
+                    "seed": seed,
+                    "temperature": args.temperature,
+                    "known_rows": args.known_rows,
+                    **options,
+                }
                 png = await client.complete_png(image, scale=args.scale, **kw)
                 png.save(out)
                 if args.json:

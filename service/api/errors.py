@@ -124,7 +124,10 @@ def _loc_to_field(loc: Sequence[Any]) -> str:
 
 
 def _short_input(value: Any) -> Any:
-    """Echo small inputs back; summarise large ones (a whole image is no help in an error)."""
+    """Echo small inputs back; summarise large ones (a whole image is no help in an error). A NaN or
+    infinity (``{"temperature": NaN}``) is echoed as its text: JSON has no such numbers."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
     if isinstance(value, str | int | float | bool) or value is None:
         return value if not isinstance(value, str) or len(value) <= 200 else value[:200] + "..."
     if isinstance(value, list | dict) and len(repr(value)) <= 200:

@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import invalid
-from .schemas import MAX_PNG_SCALE, MAX_SEED, Format
+from .schemas import MAX_PNG_SCALE, MAX_SEED, TEMPERATURE_DOC, Format, Temperature
 
 __all__ = [
     "CompleteUploadOptions",
@@ -66,6 +66,7 @@ class CompleteUploadOptions(_Options):
 
     n: int = Field(1, ge=1, description="Number of completions (at most MADE_MAX_SAMPLES_PER_REQUEST).")
     seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Random seed (the server picks one).")
+    temperature: Temperature = Field(1.0, description=TEMPERATURE_DOC)
     known_rows: int | None = Field(None, ge=0, description="Rows kept from the input (default: top half).")
 
 

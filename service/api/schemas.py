@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+from service.made.distributions import MAX_TEMPERATURE, MIN_TEMPERATURE
 
 __all__ = [
     "COMPLETE_EXAMPLE",
@@ -16,6 +18,7 @@ __all__ = [
     "MAX_PNG_SCALE",
     "PNG_SCHEMA",
     "SAMPLE_EXAMPLE",
+    "TEMPERATURE_DOC",
     "CompleteRequest",
     "HealthLive",
     "HealthReady",
@@ -28,6 +31,7 @@ __all__ = [
     "Problem",
     "SampleRequest",
     "SampleResponse",
+    "Temperature",
     "json_or_png",
     "problem_responses",
 ]
@@ -85,6 +89,25 @@ WholeInt = Annotated[int, BeforeValidator(_whole)]
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED), BeforeValidator(_whole)]
 
 
+def _temperature_gap(value: float) -> float:
+    """0 is greedy; positive temperatures start at MIN_TEMPERATURE (see service.made.distributions)."""
+    if 0 < value < MIN_TEMPERATURE:
+        raise ValueError(f"must be 0 (the most probable values) or at least {MIN_TEMPERATURE:g}")
+    return value
+
+
+TEMPERATURE_DOC = (
+    f"Sampling temperature, 0 or {MIN_TEMPERATURE:g} to {MAX_TEMPERATURE:g}: below 1 sharper, above 1 more "
+    "varied. Bernoulli logits and mixture logits are divided by it and logistic scales multiplied by it; 0 "
+    "takes the most probable value at each step (the same images whatever the seed). log_prob stays the "
+    "model's own."
+)
+#: Finite (no NaN or infinity; a JSON integer is accepted), 0 or within [MIN_TEMPERATURE, MAX_TEMPERATURE].
+Temperature = Annotated[
+    float, Field(ge=0, le=MAX_TEMPERATURE, allow_inf_nan=False), AfterValidator(_temperature_gap)
+]
+
+
 class _Strict(BaseModel):
     """Request bodies: unknown fields are errors, and types are exact (``"n": true`` or ``"n": "2"`` is
     a 422, not 1 or 2)."""
@@ -132,6 +155,7 @@ class SampleRequest(_Strict):
     model: str | None = _MODEL
     n: WholeInt = Field(1, ge=1, description="Number of samples (at most MADE_MAX_SAMPLES_PER_REQUEST).")
     seed: Seed | None = _SEED
+    temperature: Temperature = Field(1.0, description=TEMPERATURE_DOC)
     format: Format = Field("json", description="`png`: one image with the n samples in a grid.")
     scale: WholeInt = Field(1, ge=1, le=MAX_PNG_SCALE, description=_SCALE_DOC)
 
@@ -158,6 +182,7 @@ class CompleteRequest(_Strict):
     )
     n: WholeInt = Field(1, ge=1, description="Number of completions (at most MADE_MAX_SAMPLES_PER_REQUEST).")
     seed: Seed | None = _SEED
+    temperature: Temperature = Field(1.0, description=TEMPERATURE_DOC)
     known_rows: WholeInt | None = Field(
         None,
         description="Rows kept from the input (default: the top half; at most H - 1).",

@@ -126,13 +126,26 @@ class AsyncMadeClient:
         return await self._run(calls.metrics())
 
     # --- inference -------------------------------------------------------------------------------
-    async def sample(self, n: int = 1, *, model: str | None = None, seed: int | None = None) -> Samples:
-        return await self._run(calls.sample(n, model, seed))
+    async def sample(
+        self,
+        n: int = 1,
+        *,
+        model: str | None = None,
+        seed: int | None = None,
+        temperature: float | None = None,
+    ) -> Samples:
+        return await self._run(calls.sample(n, model, seed, temperature))
 
     async def sample_png(
-        self, n: int = 1, *, model: str | None = None, seed: int | None = None, scale: int | None = None
+        self,
+        n: int = 1,
+        *,
+        model: str | None = None,
+        seed: int | None = None,
+        scale: int | None = None,
+        temperature: float | None = None,
     ) -> Png:
-        return await self._run(calls.sample_png(n, model, seed, scale))
+        return await self._run(calls.sample_png(n, model, seed, scale, temperature))
 
     async def complete(
         self,
@@ -141,6 +154,7 @@ class AsyncMadeClient:
         n: int = 1,
         model: str | None = None,
         seed: int | None = None,
+        temperature: float | None = None,
         known_rows: int | None = None,
         resize: bool = False,
         threshold: int | None = None,
@@ -152,6 +166,7 @@ class AsyncMadeClient:
                 n=n,
                 model=model,
                 seed=seed,
+                temperature=temperature,
                 known_rows=known_rows,
                 resize=resize,
                 threshold=threshold,
@@ -166,6 +181,7 @@ class AsyncMadeClient:
         n: int = 1,
         model: str | None = None,
         seed: int | None = None,
+        temperature: float | None = None,
         known_rows: int | None = None,
         resize: bool = False,
         threshold: int | None = None,
@@ -178,6 +194,7 @@ class AsyncMadeClient:
                 n=n,
                 model=model,
                 seed=seed,
+                temperature=temperature,
                 known_rows=known_rows,
                 resize=resize,
                 threshold=threshold,

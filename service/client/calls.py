@@ -212,12 +212,15 @@ def _samples(r: httpx.Response) -> Samples:
     return Samples.model_validate_json(r.content)
 
 
-def sample(n: int, model: str | None, seed: int | None) -> Call[Samples]:
-    return Call("POST", "/sample", _samples, json=_options(model=model, n=n, seed=seed, format="json"))
+def sample(n: int, model: str | None, seed: int | None, temperature: float | None = None) -> Call[Samples]:
+    body = _options(model=model, n=n, seed=seed, temperature=temperature, format="json")
+    return Call("POST", "/sample", _samples, json=body)
 
 
-def sample_png(n: int, model: str | None, seed: int | None, scale: int | None = None) -> Call[Png]:
-    body = _options(model=model, n=n, seed=seed, format="png", scale=scale)
+def sample_png(
+    n: int, model: str | None, seed: int | None, scale: int | None = None, temperature: float | None = None
+) -> Call[Png]:
+    body = _options(model=model, n=n, seed=seed, temperature=temperature, format="png", scale=scale)
     return Call("POST", "/sample", _png, json=body)
 
 
@@ -233,12 +236,14 @@ def _complete(
     threshold: int | None,
     invert: bool,
     scale: int | None = None,
+    temperature: float | None = None,
 ) -> Call[T]:
     if is_file(image):
         params = _options(
             model=model,
             n=n,
             seed=seed,
+            temperature=temperature,
             known_rows=known_rows,
             format=fmt,
             resize=resize or None,
@@ -248,7 +253,14 @@ def _complete(
         return Call("POST", "/complete", parse, params=params, files=[_upload("file", image, 0)])  # type: ignore[arg-type]
     _no_upload_options(threshold, invert)
     body = _options(
-        model=model, n=n, seed=seed, known_rows=known_rows, format=fmt, resize=resize, scale=scale
+        model=model,
+        n=n,
+        seed=seed,
+        temperature=temperature,
+        known_rows=known_rows,
+        format=fmt,
+        resize=resize,
+        scale=scale,
     )
     body["inputs"] = [_json_image(image)]  # type: ignore[arg-type]
     return Call("POST", "/complete", parse, json=body)
@@ -264,8 +276,11 @@ def complete(
     resize: bool,
     threshold: int | None,
     invert: bool,
+    temperature: float | None = None,
 ) -> Call[Samples]:
-    return _complete(_samples, "json", image, n, model, seed, known_rows, resize, threshold, invert)
+    return _complete(
+        _samples, "json", image, n, model, seed, known_rows, resize, threshold, invert, None, temperature
+    )
 
 
 def complete_png(
@@ -279,8 +294,11 @@ def complete_png(
     threshold: int | None,
     invert: bool,
     scale: int | None = None,
+    temperature: float | None = None,
 ) -> Call[Png]:
-    return _complete(_png, "png", image, n, model, seed, known_rows, resize, threshold, invert, scale)
+    return _complete(
+        _png, "png", image, n, model, seed, known_rows, resize, threshold, invert, scale, temperature
+    )
 
 
 def _log_prob(r: httpx.Response) -> LogProb:

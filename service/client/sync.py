@@ -157,16 +157,31 @@ class MadeClient:
         return self._run(calls.metrics())
 
     # --- inference -------------------------------------------------------------------------------
-    def sample(self, n: int = 1, *, model: str | None = None, seed: int | None = None) -> Samples:
-        """``n`` fresh samples; the same model, ``n`` and ``seed`` give the same images."""
-        return self._run(calls.sample(n, model, seed))
+    def sample(
+        self,
+        n: int = 1,
+        *,
+        model: str | None = None,
+        seed: int | None = None,
+        temperature: float | None = None,
+    ) -> Samples:
+        """``n`` fresh samples; the same model, ``n``, ``seed`` and ``temperature`` give the same images.
+        ``temperature`` (the server's default is 1): below 1 sharper, above 1 more varied, 0 the most
+        probable value of each pixel whatever the seed; ``log_prob`` is the model's own either way."""
+        return self._run(calls.sample(n, model, seed, temperature))
 
     def sample_png(
-        self, n: int = 1, *, model: str | None = None, seed: int | None = None, scale: int | None = None
+        self,
+        n: int = 1,
+        *,
+        model: str | None = None,
+        seed: int | None = None,
+        scale: int | None = None,
+        temperature: float | None = None,
     ) -> Png:
         """``n`` samples tiled into one PNG grid; ``scale`` draws each pixel as a ``scale x scale``
-        block (the server's default is 1)."""
-        return self._run(calls.sample_png(n, model, seed, scale))
+        block (the server's default is 1); ``temperature`` as in :meth:`sample`."""
+        return self._run(calls.sample_png(n, model, seed, scale, temperature))
 
     def complete(
         self,
@@ -175,19 +190,22 @@ class MadeClient:
         n: int = 1,
         model: str | None = None,
         seed: int | None = None,
+        temperature: float | None = None,
         known_rows: int | None = None,
         resize: bool = False,
         threshold: int | None = None,
         invert: bool = False,
     ) -> Samples:
         """``n`` completions of one image (array of model values, or an image file): its top
-        ``known_rows`` rows (default: half) are kept and the rest drawn."""
+        ``known_rows`` rows (default: half) are kept and the rest drawn at ``temperature`` (as in
+        :meth:`sample`)."""
         return self._run(
             calls.complete(
                 image,
                 n=n,
                 model=model,
                 seed=seed,
+                temperature=temperature,
                 known_rows=known_rows,
                 resize=resize,
                 threshold=threshold,
@@ -202,6 +220,7 @@ class MadeClient:
         n: int = 1,
         model: str | None = None,
         seed: int | None = None,
+        temperature: float | None = None,
         known_rows: int | None = None,
         resize: bool = False,
         threshold: int | None = None,
@@ -215,6 +234,7 @@ class MadeClient:
                 n=n,
                 model=model,
                 seed=seed,
+                temperature=temperature,
                 known_rows=known_rows,
                 resize=resize,
                 threshold=threshold,

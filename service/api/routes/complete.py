@@ -38,7 +38,9 @@ _OPENAPI = upload_route_openapi(
         "Keeps the top `known_rows` rows (default: half) of one image exactly and draws the rest `n` times "
         "from the model's conditional. JSON body (`inputs`: one image) or a multipart upload (field `file`, "
         "options in the query string or as form fields). A model whose ordering does not start with those "
-        "rows rejects `known_rows` (422). An image of the wrong size is rejected unless `resize=true`."
+        "rows rejects `known_rows` (422). An image of the wrong size is rejected unless `resize=true`. "
+        "`temperature` (default 1) tempers each drawn pixel's distribution; 0 takes the most probable value "
+        "(the same completion whatever the seed). `log_prob` is the model's own either way."
     ),
     response_model=SampleResponse,
     responses={
@@ -63,6 +65,7 @@ async def complete(request: Request) -> Response:
         body = await read_json(request, CompleteRequest)
         entry = registry.get(body.model)
         n, seed, known_rows, format, scale = body.n, body.seed, body.known_rows, body.format, body.scale
+        temperature = body.temperature
         where = scale_at = "body."
     else:
         parse_options(CompleteUploadOptions, query)  # bad query options fail before the upload is read
@@ -70,6 +73,7 @@ async def complete(request: Request) -> Response:
         opts = parse_options(CompleteUploadOptions, query, fields)
         entry = registry.get(opts.model)
         n, seed, known_rows, format, scale = opts.n, opts.seed, opts.known_rows, opts.format, opts.scale
+        temperature = opts.temperature
         where = "form." if any(k == "n" for k, _ in fields) else "query."
         scale_at = "form." if any(k == "scale" for k, _ in fields) else "query."
     # Cheap checks first, before any image is decoded: limits, then whether the engine would refuse.
@@ -93,7 +97,9 @@ async def complete(request: Request) -> Response:
         )
     seed = new_seed() if seed is None else seed
     known = x[0]
-    out = await run_cancellable(request, entry.engine.complete(known, n_known, n, seed))
+    out = await run_cancellable(
+        request, entry.engine.complete(known, n_known, n, seed, temperature=temperature)
+    )
     return await sample_response(
         entry, out.x, out.log_prob, out.seed, format, known=known, known_rows=rows, scale=scale
     )

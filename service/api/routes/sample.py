@@ -20,8 +20,10 @@ router = APIRouter(tags=["inference"])
     operation_id="sample",
     summary="Draw samples",
     description=(
-        "Draws `n` images. The same model, `n` and `seed` always give the same images; without a seed the "
-        "server picks one and returns it (`seed` in JSON, header X-Seed for PNG)."
+        "Draws `n` images. The same model, `n`, `seed` and `temperature` always give the same images; without "
+        "a seed the server picks one and returns it (`seed` in JSON, header X-Seed for PNG). `temperature` "
+        "(default 1) below 1 gives sharper images, above 1 more varied ones; 0 takes the most probable value "
+        "of each pixel (the same images whatever the seed). `log_prob` is the model's own either way."
     ),
     response_model=SampleResponse,
     responses={
@@ -44,5 +46,5 @@ async def sample(request: Request) -> Response:
         raise invalid("body.n", f"at most {registry.max_rows()} samples per request", body.n)
     check_scale(body.scale, body.format, "body.scale")
     seed = new_seed() if body.seed is None else body.seed
-    out = await run_cancellable(request, entry.engine.sample(body.n, seed))
+    out = await run_cancellable(request, entry.engine.sample(body.n, seed, temperature=body.temperature))
     return await sample_response(entry, out.x, out.log_prob, out.seed, body.format, scale=body.scale)
