@@ -15,7 +15,7 @@ DEV_STAMP := $(VENV)/.installed
 SERVER_STAMP := $(VENV)/.installed-server
 TRAIN_STAMP := $(VENV)/.installed-train
 
-.PHONY: venv serve test lint format train eval bench bench-http gpu-check clean
+.PHONY: venv serve test lint format train eval examples bench bench-http gpu-check clean
 
 $(VENV)/.torch:
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -60,6 +60,11 @@ train: $(TRAIN_STAMP)
 MODEL ?= models/mnist
 eval: $(TRAIN_STAMP)
 	$(BIN)/python -m service.training eval $(MODEL) $(ARGS)
+
+# make examples MODEL=models/faces: rewrite the folder's held-out examples/ (up to 8 test-split PNGs) from
+# the data its card names; ARGS=--pictures also redraws samples.png and completions.png from its weights
+examples: $(TRAIN_STAMP)
+	$(BIN)/python -m service.training examples $(MODEL) $(ARGS)
 
 bench: $(DEV_STAMP)
 	$(BIN)/python -m bench.engine $(ARGS)

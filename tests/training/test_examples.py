@@ -75,6 +75,12 @@ def test_train_exports_examples_and_the_command_rewrites_them(tmp_path: Path, ca
     card = read_card(out)
     assert {k: v for k, v in card.items() if k != "examples"} == before  # only the record changed
     assert len(card["examples"]["files"]) == 5 == len(list((out / "examples").glob("*.png")))
+    drawn = {name: (out / name).read_bytes() for name in ("samples.png", "completions.png")}
+    for name in drawn:
+        (out / name).unlink()
+    # --pictures redraws them from the folder alone, as export drew them (the card's seed, same samples)
+    assert main(["examples", str(out), "--examples", "5", "--pictures", "--samples", "4"]) == 0
+    assert {name: (out / name).read_bytes() for name in drawn} == drawn
     assert main(["export", str(tmp_path / "run"), "--out", str(out), "--examples", "0"]) == 0
     assert "examples" not in read_card(out) and not list((out / "examples").glob("*.png"))
     capsys.readouterr()
