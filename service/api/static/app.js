@@ -150,15 +150,24 @@ async function selectModel() {
 
 // --- samples ---------------------------------------------------------------------------------------
 
+// A caption's note of the temperature, when it is not the model's own (1).
+function temperatureNote(t) {
+  return t === undefined || t === "" || Number(t) === 1 ? "" : ` · temperature ${t}`;
+}
+
 async function drawSamples() {
   const m = state.model;
   await busy("drawing samples…", async () => {
     const n = Number(value("sample-n") || 16);
     const body = { model: m.name, n, format: "png", scale: scaleFor(gridWidth(m, Math.ceil(Math.sqrt(n))), 720) };
     if (value("sample-seed") !== "") body.seed = Number(value("sample-seed"));
+    // sent as typed (a number if it reads as one), so the server's problem names a bad value
+    const t = value("sample-temperature");
+    if (t !== "") body.temperature = Number.isNaN(Number(t)) ? t : Number(t);
     const r = await call("POST", "/sample", { json: body });
     await showImage("samples-img", await r.blob(), 720);
-    $("samples-caption").textContent = `${body.n} samples from ${m.name} · seed ${r.headers.get("X-Seed")}`;
+    $("samples-caption").textContent =
+      `${body.n} samples from ${m.name} · seed ${r.headers.get("X-Seed")}` + temperatureNote(body.temperature);
   });
 }
 
@@ -245,13 +254,15 @@ async function complete(m, chosen) {
     const n = Number(value("complete-n") || 4);
     const params = {
       ...imageParams(m), n, known_rows: value("known-rows"), seed: value("complete-seed"),
+      temperature: value("complete-temperature"),
       scale: scaleFor(gridWidth(m, n + 1, true), 900),
     };
     const form = () => { const f = new FormData(); f.append("file", chosen.blob, chosen.name); return f; };
     const r = await call("POST", "/complete", { params, form });
     await showImage("completions-img", await r.blob(), 900);
     $("completions-caption").textContent =
-      `${params.n} completions · top ${r.headers.get("X-Known-Rows")} rows kept · seed ${r.headers.get("X-Seed")}`;
+      `${params.n} completions · top ${r.headers.get("X-Known-Rows")} rows kept · seed ${r.headers.get("X-Seed")}` +
+      temperatureNote(params.temperature);
   });
 }
 
