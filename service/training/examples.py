@@ -93,7 +93,7 @@ def write_examples(folder: str | Path, data: Dataset, n: int = MAX_EXAMPLES) -> 
     for row in rows:
         gray = to_gray(data.test[row].cpu().numpy().reshape(data.shape), data.value_range)
         name = f"test-{row:0{width}d}.png"
-        Image.fromarray(gray, mode="L").save(out / name, optimize=True)
+        Image.fromarray(gray).save(out / name, optimize=True)  # uint8 (H, W): 8-bit gray ("L")
         files.append(name)
     return {
         "folder": EXAMPLES_DIR,
