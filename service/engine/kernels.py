@@ -20,7 +20,16 @@ first of equals) without reading ``u``. The log-mass added to ``lp`` is always t
 Packed weights per mask ``k`` (units sorted by degree, inputs/outputs by position):
 ``wflat[k, wofs[l] + c*H_l + j]`` is the weight from unit ``c`` of layer ``l-1`` (layer ``-1`` = the
 inputs) to unit ``j`` of layer ``l``; ``wout[k, c, i*P + p]``; ``direct[k, e, i*P + p]``.
-``meta = [D, P, L, has_direct, dist_kind, n_bins, n_components, activation]``.
+``meta = [D, P, L, has_direct, dist_kind, n_bins, n_components, activation]``, where ``P`` is the
+width of a position's output block (``Q``: the distribution's parameters first, then the local
+head's context values).
+
+The local head (:mod:`service.made.local`), when ``lmeta[0]`` (its hidden layers) is not zero: before
+position ``i`` is drawn, its window's inputs ``inp[s, lidx[k, i, n]]`` (``-1``: masked, read as 0) and
+the context ``out[s, i*P + n_params:]`` go through the tied MLP, whose output is added to the first
+``n_params`` values of the block, which then hold the final parameters (Bernoulli rows are scored
+from them after the last step). ``lmeta = [layers, N, C, n_params]``; layer ``l`` has ``lsizes[l + 1]``
+units, weights ``lw[lofs[l] + j*lsizes[l] + c]`` (row-major, as ``nn.Linear``) and biases after them.
 """
 
 from __future__ import annotations
@@ -151,6 +160,45 @@ def _logistic_draw(
     return float(lo), _bin_log_mass(lo, nb, nc, tmp)
 
 
+@njit(cache=True)
+def _local_head(
+    out: np.ndarray,
+    base: int,
+    inp: np.ndarray,
+    lidx: np.ndarray,
+    lmeta: np.ndarray,
+    lsizes: np.ndarray,
+    lofs: np.ndarray,
+    lw: np.ndarray,
+    scr: np.ndarray,
+    act: int,
+) -> None:
+    """Add the local head's correction to the parameters ``out[base : base + n_params]`` of one row
+    (``lidx``: the window's positions for this position; ``scr``: two buffers of the widest layer)."""
+    n_layers, n_nb, n_ctx, n_par = lmeta[0], lmeta[1], lmeta[2], lmeta[3]
+    width = scr.shape[0] // 2
+    src, dst = 0, width
+    for n in range(n_nb):
+        j = lidx[n]
+        scr[n] = inp[j] if j >= 0 else 0.0
+    for c in range(n_ctx):
+        scr[n_nb + c] = out[base + n_par + c]
+    for li in range(n_layers + 1):
+        n_in, n_out = lsizes[li], lsizes[li + 1]
+        w0 = lofs[li]
+        b0 = w0 + n_in * n_out
+        for j in range(n_out):
+            z = lw[b0 + j]
+            row = w0 + j * n_in
+            for c in range(n_in):
+                z += lw[row + c] * scr[src + c]
+            if li < n_layers:
+                scr[dst + j] = _act(z, act)
+            else:
+                out[base + j] += z
+        src, dst = dst, src
+
+
 @njit(cache=True, fastmath={"contract"})
 def _advance_block(
     rows: np.ndarray,
@@ -178,6 +226,12 @@ def _advance_block(
     out: np.ndarray,
     tmp: np.ndarray,
     lp: np.ndarray,
+    lmeta: np.ndarray,
+    lsizes: np.ndarray,
+    lofs: np.ndarray,
+    lw: np.ndarray,
+    lidx: np.ndarray,
+    lscr: np.ndarray,
 ) -> None:
     """Advance a block of rows that share a mask and a position by up to ``steps`` positions; each
     weight slice is loaded once and applied to every row of the block (their accumulators stay in
@@ -197,6 +251,8 @@ def _advance_block(
         base = i * p
         for r in range(nr):
             s = rows[r]
+            if lmeta[0] > 0:
+                _local_head(out[s], base, inp[s], lidx[k, i], lmeta, lsizes, lofs, lw, lscr[s], act)
             if dist_kind == 0:  # log p is scored after the last step, vectorised (see the runner)
                 if tt[s] == 1.0:
                     prob = one / (one + math.exp(-out[s, base]))

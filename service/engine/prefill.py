@@ -18,6 +18,7 @@ from service.made import (
     CachedPlan,
     check_temperature,
     choose_components,
+    final_params,
     pick_components,
     prefill,
     seeded_uniforms,
@@ -63,7 +64,10 @@ def initial_state(model: MADE, plan: CachedPlan, xs: torch.Tensor, start: int) -
     inp[start:] = 0
     accs, hs, outs = prefill(model, plan, inp[None], start)
     acc, h, out = [a[0] for a in accs], [a[0] for a in hs], outs[0]
-    lp = float(model.dist.log_prob(out[:start], xs[:start]).to(torch.float64).sum()) if start else 0.0
+    lp = 0.0
+    if start:
+        params = final_params(model, plan, out[None], inp[None], 0, start)[0]
+        lp = float(model.dist.log_prob(params, xs[:start]).to(torch.float64).sum())
     return RowInit(inp, xs, acc, h, out, lp)
 
 

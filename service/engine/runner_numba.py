@@ -62,7 +62,7 @@ class NumbaRunner:
     # --- weights -----------------------------------------------------------------------------------
     def _pack(self) -> None:
         model, plans = self.model, self.plans
-        d, p = model.data_dim, model.dist.n_params
+        d, p = model.data_dim, model.n_outputs  # p: the width of a position's output block
         dtype = _np(plans[0].out_bias).dtype
         sizes = [w.shape[0] for w in plans[0].weights]
         n_layers = len(sizes)
@@ -109,6 +109,32 @@ class NumbaRunner:
         self.orders = np.stack([_np(plan.order) for plan in plans]).astype(np.int64)
         self.raster = (self.orders == np.arange(d)).all(axis=1)  # per mask: ordering is the identity
         self.sum_h = int(sum(sizes))
+        self._pack_local(dtype)
+
+    def _pack_local(self, dtype: np.dtype) -> None:
+        """The local head's layers flattened (weights row-major, then biases) and each mask's window
+        positions, ``-1`` where masked (see :mod:`service.engine.kernels`)."""
+        head = self.model.local_head
+        if head is None:
+            self.lmeta = np.zeros(4, dtype=np.int64)
+            self.lsizes = np.zeros(1, dtype=np.int64)
+            self.lofs = np.zeros(1, dtype=np.int64)
+            self.lw = np.zeros(1, dtype=dtype)
+            self.lidx = np.zeros((1, 1, 1), dtype=np.int64)
+            self.lwidth = 1
+            return
+        linears = [*head.layers, head.out]
+        sizes = [linears[0].in_features, *[lin.out_features for lin in linears]]
+        parts = [np.concatenate([_np(lin.weight).reshape(-1), _np(lin.bias)]) for lin in linears]
+        n_nb = int(self.plans[0].local.shape[1])  # type: ignore[union-attr]
+        n_ctx = self.model.config.local_context
+        self.lmeta = np.array([len(head.layers), n_nb, n_ctx, self.model.dist.n_params], dtype=np.int64)
+        self.lsizes = np.array(sizes, dtype=np.int64)
+        self.lofs = np.concatenate([[0], np.cumsum([len(a) for a in parts])[:-1]]).astype(np.int64)
+        self.lw = np.concatenate(parts).astype(dtype)
+        local = np.stack([_np(plan.local) for plan in self.plans]).astype(np.int64)  # type: ignore[arg-type]
+        self.lidx = np.where(local == self.d, -1, local)
+        self.lwidth = max(sizes)
 
     # --- slot arrays -------------------------------------------------------------------------------
     def _alloc(self, cap: int) -> None:
@@ -128,6 +154,7 @@ class NumbaRunner:
             "out": np.zeros((cap, d * p), dtype=dt),
             "tmp": np.zeros((cap, 6 * max(1, int(self.meta[6]))), dtype=np.float64),
             "lp": np.zeros(cap, dtype=np.float64),
+            "lscr": np.zeros((cap, 2 * self.lwidth), dtype=dt),  # the local head's two layer buffers
         }
         if old:
             for name, arr in new.items():
@@ -220,6 +247,12 @@ class NumbaRunner:
             self.out,
             self.tmp,
             self.lp,
+            self.lmeta,
+            self.lsizes,
+            self.lofs,
+            self.lw,
+            self.lidx,
+            self.lscr,
         )
 
     def blocks(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -295,7 +328,7 @@ class NumbaRunner:
         # Bernoulli: log p = -sum softplus(-(2x - 1) l) over every position (outputs are final once a
         # row is done), as max(z, 0) + log(1 + exp(-|z|)), in place (numpy's log is vectorised, its
         # log1p is not; the difference is below one ulp of 1 per term)
-        z = self.out[s]
+        z = self.out[s] if self.p == 1 else np.ascontiguousarray(self.out[s][:, :: self.p])
         z *= 1 - 2 * xs
         t = np.abs(z)
         np.negative(t, out=t)

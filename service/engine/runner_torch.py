@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from service.made import MADE, build_plan
+from service.made import MADE, build_plan, final_params
 
 from .prefill import Prepared, RowInit, initial_state, prepare_request
 
@@ -160,7 +160,7 @@ class TorchRunner:
         model, plan = self.model, self.plans[c.k]
         dist, act, d = model.dist, model.activation, model.data_dim
         i = c.pos
-        p_i = c.out[:, i]
+        p_i = final_params(model, plan, c.out, c.inp, i, i + 1)[:, 0]
         temp = c.temp if c.shared_t is None else c.shared_t  # tempered per row; lp stays the model's own
         v = dist.sample(p_i, c.u[:, 1 + i], temp)
         c.xs[:, i] = v

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .distributions import OutputDistribution, distribution_from_spec
+from .local import LocalHead, causal_offsets, gather_index, local_mask, neighbour_index
 from .masks import draw_hidden_degrees, hidden_mask, input_degrees, make_ordering, output_mask
 
 __all__ = ["MADE", "MADEConfig", "MaskedLinear"]
@@ -38,6 +39,10 @@ class MADEConfig:
     permutation; with ``num_masks > 1`` and ``vary_ordering`` each mask gets its own random ordering,
     otherwise all masks share one ordering and differ only in hidden degrees (connectivity-agnostic),
     which keeps every prefix of the ordering conditionable by every component.
+
+    ``local_rows``/``local_cols`` > 0 add the local head (:mod:`service.made.local`): a window of that
+    many rows above and columns either side, read by an MLP of widths ``local_hidden`` shared by every
+    pixel, which also reads ``local_context`` extra MADE outputs per pixel. It needs ``image_shape``.
     """
 
     data_dim: int
@@ -50,6 +55,16 @@ class MADEConfig:
     ordering_seed: int = 0
     vary_ordering: bool = False
     mask_seed: int = 0
+    image_shape: tuple[int, int] | None = None
+    local_rows: int = 0
+    local_cols: int = 0
+    local_hidden: tuple[int, ...] = ()
+    local_context: int = 0
+
+    @property
+    def has_local(self) -> bool:
+        """True when the model has the local head."""
+        return self.local_rows > 0 or self.local_cols > 0
 
     def __post_init__(self) -> None:
         if self.data_dim < 2:
@@ -63,11 +78,30 @@ class MADEConfig:
         if not isinstance(self.ordering, str):
             object.__setattr__(self, "ordering", tuple(int(i) for i in self.ordering))
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        object.__setattr__(self, "local_hidden", tuple(int(h) for h in self.local_hidden))
+        if self.image_shape is not None:
+            object.__setattr__(self, "image_shape", tuple(int(s) for s in self.image_shape))
+            if len(self.image_shape) != 2 or self.image_shape[0] * self.image_shape[1] != self.data_dim:
+                raise ValueError(
+                    f"image_shape {self.image_shape} does not hold data_dim {self.data_dim} values"
+                )
+        if min(self.local_rows, self.local_cols, self.local_context) < 0:
+            raise ValueError("local_rows, local_cols and local_context must be >= 0")
+        if self.has_local:
+            if self.image_shape is None:
+                raise ValueError("a local head needs image_shape")
+            if not self.local_hidden or min(self.local_hidden) < 1:
+                raise ValueError("a local head needs local_hidden widths >= 1")
+        elif self.local_hidden or self.local_context:
+            raise ValueError("local_hidden and local_context need local_rows or local_cols > 0")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         d = asdict(self)
         d["hidden"] = list(self.hidden)
+        d["local_hidden"] = list(self.local_hidden)
+        if self.image_shape is not None:
+            d["image_shape"] = list(self.image_shape)
         if not isinstance(self.ordering, str):
             d["ordering"] = list(self.ordering)
         return d
@@ -77,6 +111,9 @@ class MADEConfig:
         """Inverse of :meth:`to_dict`; unknown keys are an error."""
         d = dict(d)
         d["hidden"] = tuple(d.get("hidden", (500,)))
+        d["local_hidden"] = tuple(d.get("local_hidden", ()))
+        if d.get("image_shape") is not None:
+            d["image_shape"] = tuple(d["image_shape"])
         if isinstance(d.get("ordering"), list):
             d["ordering"] = tuple(d["ordering"])
         return cls(**d)
@@ -103,12 +140,14 @@ class MaskedLinear(nn.Linear):
 
 
 class MADE(nn.Module):
-    """Masked autoencoder for distribution estimation with K masks and optional direct connections."""
+    """Masked autoencoder for distribution estimation with K masks, optional direct connections and an
+    optional local head; dropout (rate ``dropout.p``, set by training) acts on every hidden unit."""
 
     def __init__(self, config: MADEConfig) -> None:
         super().__init__()
         self.config = config
         self.dist: OutputDistribution = distribution_from_spec(config.distribution)
+        self.dropout = nn.Dropout(0.0)
         d, k_masks = config.data_dim, config.num_masks
 
         orders = []
@@ -122,6 +161,14 @@ class MADE(nn.Module):
         self.register_buffer("input_degrees", in_deg)
         for layer, deg in enumerate(self._draw_hidden_degrees()):
             self.register_buffer(f"hidden_degrees_{layer}", deg)
+        self.local_head: LocalHead | None = None
+        if config.has_local:
+            assert config.image_shape is not None
+            index = neighbour_index(config.image_shape, causal_offsets(config.local_rows, config.local_cols))
+            self.register_buffer("local_index", index, persistent=False)
+            self.local_head = LocalHead(
+                index.shape[1], config.local_context, config.local_hidden, self.dist.n_params
+            )
         self._build_layers()
         # the masks derive from the degree buffers, so every state-dict load (checkpoint, resume,
         # best-so-far weights, a moving average) rebuilds them
@@ -148,9 +195,14 @@ class MADE(nn.Module):
         """True when every mask uses the same ordering (exact prefix conditioning for all)."""
         return bool((self.input_degrees == self.input_degrees[:1]).all())
 
+    @property
+    def n_outputs(self) -> int:
+        """Masked outputs per dimension: the ``P`` parameters, then the local head's ``C`` context values."""
+        return self.dist.n_params + self.config.local_context
+
     def output_degrees(self) -> torch.Tensor:
-        """Degree of each output unit, ``(K, P*D)``; unit ``p*D + d`` is parameter ``p`` of dim ``d``."""
-        return self.input_degrees.repeat(1, self.dist.n_params)
+        """Degree of each output unit, ``(K, Q*D)``; unit ``q*D + d`` is output ``q`` of dim ``d``."""
+        return self.input_degrees.repeat(1, self.n_outputs)
 
     def _build_layers(self) -> None:
         cfg = self.config
@@ -164,12 +216,13 @@ class MADE(nn.Module):
         self.hidden_layers = nn.ModuleList(layers)
         out_deg = self.output_degrees()
         out_masks = torch.stack([output_mask(out_deg[k], degs[-1][k]) for k in range(k_masks)])
-        self.output_layer = MaskedLinear(sizes[-1], cfg.data_dim * self.dist.n_params, out_masks)
+        self.output_layer = MaskedLinear(sizes[-1], cfg.data_dim * self.n_outputs, out_masks)
         self.direct_layer: MaskedLinear | None = None
         if cfg.direct:
             dm = torch.stack([output_mask(out_deg[k], degs[0][k]) for k in range(k_masks)])
-            self.direct_layer = MaskedLinear(cfg.data_dim, cfg.data_dim * self.dist.n_params, dm, bias=False)
+            self.direct_layer = MaskedLinear(cfg.data_dim, cfg.data_dim * self.n_outputs, dm, bias=False)
             nn.init.zeros_(self.direct_layer.weight)
+        self._refresh_local()
 
     def redraw_hidden_degrees(self, weights: torch.Tensor) -> None:
         """Redraw every mask's hidden degrees with per-degree ``weights`` (see ``draw_hidden_degrees``),
@@ -198,6 +251,17 @@ class MADE(nn.Module):
             self.direct_layer.masks = torch.stack(
                 [output_mask(out_deg[k], degs[0][k]) for k in range(k_masks)]
             )
+        self._refresh_local()
+
+    def _refresh_local(self) -> None:
+        """The local head's per-mask mask ``(K, D, N)`` and gather index (dropped entries read a zero
+        column at index ``D``), from the window and the input degrees."""
+        if self.local_head is None:
+            return
+        masks = torch.stack([local_mask(self.local_index, deg) for deg in self.input_degrees])
+        self.register_buffer("local_masks", masks, persistent=False)
+        gather = gather_index(self.local_index.expand_as(masks), masks, self.data_dim)
+        self.register_buffer("local_gather", gather, persistent=False)
 
     @torch.no_grad()
     def scale_outputs_(self, factor: float) -> None:
@@ -206,6 +270,8 @@ class MADE(nn.Module):
         For Bernoulli outputs the parameter is the logit ``a_d``, so ``factor = 1/T`` tempers every
         conditional to ``sigmoid(a_d / T)``; each stays normalised and autoregressive.
         """
+        if self.local_head is not None:
+            raise ValueError("scaling the outputs of a model with a local head is not supported")
         self.output_layer.weight.mul_(factor)
         self.output_layer.bias.mul_(factor)
         if self.direct_layer is not None:
@@ -216,16 +282,38 @@ class MADE(nn.Module):
         return _ACTIVATIONS[self.config.activation]
 
     # --- evaluation -----------------------------------------------------------------------------
+    def set_dropout(self, rate: float) -> None:
+        """Dropout rate on every hidden unit (MADE and local head) in training mode; eval ignores it."""
+        self.dropout.p = float(rate)
+
     def forward(self, x: torch.Tensor, k: int = 0) -> torch.Tensor:
         """Distribution parameters ``(B, D, P)`` for data ``x`` ``(B, D)`` under mask ``k``."""
-        inp = self.dist.preprocess(x.to(self.output_layer.weight.dtype))
+        return self.forward_inputs(self.dist.preprocess(x.to(self.output_layer.weight.dtype)), k)
+
+    def forward_inputs(self, inp: torch.Tensor, k: int = 0) -> torch.Tensor:
+        """The one forward pass: parameters ``(B, D, P)`` from network inputs ``inp`` (preprocessed data).
+
+        Training (dropout in train mode), evaluation, the samplers' reference and the autograd
+        Jacobian check all run this.
+        """
         h = inp
         for layer in self.hidden_layers:
-            h = self.activation(layer(h, k))
+            h = self.dropout(self.activation(layer(h, k)))
         out = self.output_layer(h, k)
         if self.direct_layer is not None:
             out = out + self.direct_layer(inp, k)
-        return out.view(x.shape[0], self.dist.n_params, self.data_dim).transpose(1, 2)
+        out = out.view(inp.shape[0], self.n_outputs, self.data_dim).transpose(1, 2)
+        if self.local_head is None:
+            return out
+        p = self.dist.n_params
+        return out[..., :p] + self.local_head(
+            self.neighbours(inp, k), out[..., p:], self.activation, self.dropout
+        )
+
+    def neighbours(self, inp: torch.Tensor, k: int = 0) -> torch.Tensor:
+        """``(B, D, N)`` network inputs of each dimension's window under mask ``k`` (zero where masked)."""
+        padded = torch.cat([inp, inp.new_zeros(inp.shape[0], 1)], dim=1)
+        return padded[:, self.local_gather[k]]
 
     def forward_rows(self, x: torch.Tensor, ks: torch.Tensor) -> torch.Tensor:
         """Parameters when each row ``b`` uses its own mask ``ks[b]`` (rows grouped per mask)."""

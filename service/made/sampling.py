@@ -32,6 +32,7 @@ __all__ = [
     "build_plan",
     "choose_components",
     "draw_uniforms",
+    "final_params",
     "pick_components",
     "prefill",
     "prefix_log_probs",
@@ -192,15 +193,32 @@ class CachedPlan:
     weights: list[torch.Tensor]  # hidden layer l: (H_l, H_{l-1}) with layer 0 columns by position
     biases: list[torch.Tensor]
     bounds: list[list[int]]
-    out_weight: torch.Tensor  # (D, P, H_L) rows by position
-    out_bias: torch.Tensor  # (D, P)
-    direct: torch.Tensor | None  # (D, P, D) by position on both sides
+    out_weight: torch.Tensor  # (D, Q, H_L) rows by position; Q = P parameters + local-head context
+    out_bias: torch.Tensor  # (D, Q)
+    direct: torch.Tensor | None  # (D, Q, D) by position on both sides
+    local: torch.Tensor | None = None  # (D, N) window positions of each position, D where masked
+
+
+@torch.no_grad()
+def final_params(
+    model: MADE, plan: CachedPlan, out: torch.Tensor, inp: torch.Tensor, start: int, stop: int
+) -> torch.Tensor:
+    """Parameters ``(n, stop - start, P)`` of positions ``start..stop-1`` from their final output
+    accumulators ``out`` ``(n, D, Q)`` and the inputs by position ``inp`` ``(n, D)``: the accumulators
+    themselves, or with the local head's correction (its window precedes each position, so it is final)."""
+    o = out[:, start:stop]
+    if plan.local is None or model.local_head is None:
+        return o
+    padded = torch.cat([inp, inp.new_zeros(inp.shape[0], 1)], dim=1)
+    p = model.dist.n_params
+    nb = padded[:, plan.local[start:stop]]
+    return o[..., :p] + model.local_head(nb, o[..., p:], model.activation, model.dropout)
 
 
 @torch.no_grad()
 def build_plan(model: MADE, k: int = 0) -> CachedPlan:
     """Rearrange mask ``k``'s masked weights for the cached sampler."""
-    d, p = model.data_dim, model.dist.n_params
+    d, p = model.data_dim, model.n_outputs
     order = model.ordering(k)
     prev_perm = order
     weights, biases, bounds = [], [], []
@@ -218,8 +236,20 @@ def build_plan(model: MADE, k: int = 0) -> CachedPlan:
     if model.direct_layer is not None:
         wd = model.direct_layer.masked_weight(k).view(p, d, d)[:, order][:, :, order]
         direct = wd.transpose(0, 1).contiguous()
+    local = None
+    if model.local_head is not None:
+        by_pos = model.local_gather[k][order]  # (D, N) window dimensions of each position, D = masked
+        position = model.input_degrees[k] - 1
+        local = torch.where(by_pos == d, d, position[by_pos.clamp(max=d - 1)]).contiguous()
     return CachedPlan(
-        order, weights, biases, bounds, w_out.transpose(0, 1).contiguous(), b_out.T.contiguous(), direct
+        order,
+        weights,
+        biases,
+        bounds,
+        w_out.transpose(0, 1).contiguous(),
+        b_out.T.contiguous(),
+        direct,
+        local,
     )
 
 
@@ -310,7 +340,7 @@ def sample_cached(
         state = _CachedState(model, plan, inp, n_known)
         u = uniforms[rows]
         for i in range(n_known, d):
-            p_i = state.out[:, i]
+            p_i = final_params(model, plan, state.out, state.inp, i, i + 1)[:, 0]
             v = model.dist.sample(p_i, u[:, 1 + i], temperature)
             xs[:, i] = v
             lp[rows] += model.dist.log_prob(p_i, v).to(torch.float64)

@@ -2,7 +2,8 @@
 
 For mask ``k`` the Jacobian ``J[d, j] = d out_d / d x_j`` must vanish unless ``deg(j) < deg(d)``.
 We differentiate a random positive combination of each dimension's ``P`` parameters (so a
-dependence cannot cancel) with ``torch.func.jacrev``, in chunks to bound memory for large ``D``.
+dependence cannot cancel) through the model's one forward pass (``MADE.forward_inputs``: hidden layers,
+direct connections and the local head alike) with ``torch.func.jacrev``, in chunks to bound memory.
 """
 
 from __future__ import annotations
@@ -32,14 +33,7 @@ def jacobian(model: MADE, k: int, x: torch.Tensor, chunk_size: int = 512) -> tor
     mix = (torch.rand(model.dist.n_params, generator=g, dtype=torch.float64) + 0.5).to(weight)
 
     def f(inp: torch.Tensor) -> torch.Tensor:
-        h = inp[None]
-        for layer in model.hidden_layers:
-            h = model.activation(layer(h, k))
-        out = model.output_layer(h, k)
-        if model.direct_layer is not None:
-            out = out + model.direct_layer(inp[None], k)
-        out = out.view(model.dist.n_params, model.data_dim)
-        return (mix[:, None] * out).sum(0)
+        return model.forward_inputs(inp[None], k)[0] @ mix  # the model's own forward pass
 
     inp = model.dist.preprocess(x.to(weight))
     return jacrev(f, chunk_size=chunk_size)(inp)

@@ -65,6 +65,10 @@ _TRAIN_KEYS = [
     "ema",
     "valid_keep",
     "degrees",
+    "local_rows",
+    "local_cols",
+    "local_hidden",
+    "local_context",
 ]
 
 
@@ -94,6 +98,10 @@ def _add_train(sub: Any) -> None:
     p.add_argument("--vary-ordering", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--mask-seed", type=int)
     p.add_argument("--components", type=int, help="logistic mixture components (gray-level data)")
+    p.add_argument("--local-rows", type=int, help="local head: window rows above each pixel (0 = no head)")
+    p.add_argument("--local-cols", type=int, help="local head: window columns either side of each pixel")
+    p.add_argument("--local-hidden", type=_hidden, help="local head: MLP widths shared by every pixel")
+    p.add_argument("--local-context", type=int, help="local head: extra MADE outputs per pixel it reads")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float)
@@ -195,6 +203,10 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
     settings.setdefault("valid_keep", None)
     settings.setdefault("degrees", "uniform")
     settings.setdefault("calibrate", False)
+    settings.setdefault("local_rows", 0)
+    settings.setdefault("local_cols", 0)
+    settings.setdefault("local_hidden", [])
+    settings.setdefault("local_context", 0)
     for key in _TRAIN_KEYS:
         value = getattr(args, key, None)
         if value is not None:
@@ -203,7 +215,9 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
     return settings
 
 
-def _made_config(settings: dict[str, Any], data_dim: int, distribution: dict[str, Any]) -> MADEConfig:
+def _made_config(
+    settings: dict[str, Any], data_dim: int, distribution: dict[str, Any], shape: tuple[int, int] | None
+) -> MADEConfig:
     dist = dict(distribution)
     if dist["type"] == "discretized_logistic":
         dist["n_components"] = int(settings["components"])
@@ -217,6 +231,11 @@ def _made_config(settings: dict[str, Any], data_dim: int, distribution: dict[str
         ordering="natural",
         vary_ordering=bool(settings["vary_ordering"]),
         mask_seed=int(settings["mask_seed"]),
+        image_shape=shape if int(settings["local_rows"]) or int(settings["local_cols"]) else None,
+        local_rows=int(settings["local_rows"]),
+        local_cols=int(settings["local_cols"]),
+        local_hidden=tuple(settings["local_hidden"]),
+        local_context=int(settings["local_context"]),
     )
 
 
@@ -239,7 +258,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir or f"runs/{settings['name']}")
     data = load_dataset(settings["dataset"], settings.get("data"), valid_keep=settings["valid_keep"])
     torch.manual_seed(int(settings["seed"]))
-    config = _made_config(settings, data.data_dim, data.distribution)
+    config = _made_config(settings, data.data_dim, data.distribution, data.shape)
     if settings["calibrate"] and (config.distribution["type"] != "bernoulli" or config.num_masks != 1):
         raise ValueError("--calibrate needs binary data (Bernoulli outputs) and a single mask")
     model = MADE(config)

@@ -22,12 +22,11 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..made import MADE
 
-__all__ = ["STATE_FILE", "TrainConfig", "TrainResult", "mean_nll", "train", "train_log_prob"]
+__all__ = ["STATE_FILE", "TrainConfig", "TrainResult", "mean_nll", "train"]
 
 STATE_FILE = "train.state.pt"
 
@@ -86,22 +85,6 @@ def mean_nll(model: MADE, x: torch.Tensor, k: int | None = 0, batch_size: int = 
         total += float(-model.log_prob(xb, k).double().sum())
     model.train(was_training)
     return total / x.shape[0]
-
-
-def train_log_prob(model: MADE, x: torch.Tensor, k: int, dropout: float = 0.0) -> torch.Tensor:
-    """``log p_k(x)`` with dropout on the hidden units (a regulariser; zeroing units keeps every
-    conditional autoregressive). Same as ``model.log_prob(x, k)`` when ``dropout == 0``."""
-    if dropout <= 0.0:
-        return model.log_prob(x, k)
-    inp = model.dist.preprocess(x.to(model.output_layer.weight.dtype))
-    h = inp
-    for layer in model.hidden_layers:
-        h = F.dropout(model.activation(layer(h, k)), dropout, training=True)
-    out = model.output_layer(h, k)
-    if model.direct_layer is not None:
-        out = out + model.direct_layer(inp, k)
-    params = out.view(x.shape[0], model.dist.n_params, model.data_dim).transpose(1, 2)
-    return model.dist.log_prob(params, x).sum(-1)
 
 
 def _random_hflip(x: torch.Tensor, shape: tuple[int, int] | None, gen: torch.Generator) -> torch.Tensor:
@@ -240,6 +223,7 @@ def train(
         perm = torch.randperm(n, generator=shuffle_gen).to(device)
         total, seen = 0.0, 0
         dropout = cfg.dropout if cfg.dropout_until is None or epoch < cfg.dropout_until else 0.0
+        model.set_dropout(dropout)  # the model's own dropout: zeroing hidden units keeps it autoregressive
         n_batches = math.ceil(n / cfg.batch_size)
         bar = tqdm(
             range(n_batches), desc=f"epoch {epoch + 1}", leave=False, disable=not progress, mininterval=2
@@ -248,7 +232,7 @@ def train(
             xb = train_x[perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]]
             if cfg.hflip:
                 xb = _random_hflip(xb, cfg.image_shape, shuffle_gen)
-            loss = -train_log_prob(model, xb, step % k_masks, dropout).mean()
+            loss = -model.log_prob(xb, step % k_masks).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip:

@@ -19,6 +19,30 @@ CASES = {
         distribution=BERN, hidden=(12,), num_masks=3, ordering="random", vary_ordering=True
     ),
     "bern-pooled": None,  # two MADEs pooled into one: hidden units side by side, unsorted by degree
+    # the local head (a 4x4 image): a window read by a tied MLP, with context outputs, under one raster
+    # ordering and under three random orderings that mask parts of the window
+    "logistic-local": dict(
+        distribution=LOGI,
+        hidden=(20,),
+        direct=True,
+        image_shape=(4, 4),
+        local_rows=2,
+        local_cols=1,
+        local_hidden=(6, 5),
+        local_context=3,
+    ),
+    "bern-local-3orderings": dict(
+        distribution=BERN,
+        hidden=(12,),
+        num_masks=3,
+        ordering="random",
+        vary_ordering=True,
+        image_shape=(4, 4),
+        local_rows=1,
+        local_cols=1,
+        local_hidden=(5,),
+        local_context=2,
+    ),
 }
 
 

@@ -21,6 +21,15 @@ CASES = {
     "bern-3mask-direct": dict(distribution=BERN, hidden=(24, 20), num_masks=3, direct=True),
     "logistic3-1mask": dict(distribution=LOGI3, hidden=(20, 20), direct=True),
     "logistic3-2mask": dict(distribution=LOGI3, hidden=(20,), num_masks=2),
+    "logistic3-local": dict(
+        distribution=LOGI3,
+        hidden=(20,),
+        image_shape=(4, 4),
+        local_rows=2,
+        local_cols=2,
+        local_hidden=(8,),
+        local_context=2,
+    ),
 }
 TEMPERATURES = (0.0, 0.5, 1.0, 2.0)
 

@@ -81,23 +81,25 @@ def test_image_grid_layout():
     assert img.getpixel((1, 1)) == 0 and img.getpixel((1 + 5 + 3, 1 + 2)) == 255
 
 
-def test_train_log_prob_dropout_keeps_the_autoregressive_property():
+def test_dropout_is_part_of_the_model_and_keeps_the_autoregressive_property():
     from service.made import MADE, MADEConfig
-    from service.training.loop import train_log_prob
 
     torch.manual_seed(0)
     model = MADE(MADEConfig(data_dim=6, hidden=(16,), num_masks=2, direct=True))
     x = torch.bernoulli(torch.full((5, 6), 0.5))
-    assert torch.equal(train_log_prob(model, x, 1, 0.0), model.log_prob(x, 1))
+    clean = model.eval().log_prob(x, 1)
+    model.set_dropout(0.5)
+    assert torch.equal(model.log_prob(x, 1), clean)  # eval mode ignores the rate
+    model.train()
     torch.manual_seed(1)
-    a = train_log_prob(model, x, 1, 0.5)
-    assert torch.isfinite(a).all() and not torch.allclose(a, model.log_prob(x, 1))
+    a = model.log_prob(x, 1)
+    assert torch.isfinite(a).all() and not torch.allclose(a, clean)
     # With one fixed dropout pattern the 2^6 probabilities still sum to 1 (autoregressive, normalised).
     grid = torch.tensor([[(i >> b) & 1 for b in range(6)] for i in range(64)], dtype=torch.float32)
     total = 0.0
     for row in grid:
         torch.manual_seed(7)
-        total += float(train_log_prob(model, row[None], 0, 0.5).detach().exp())
+        total += float(model.log_prob(row[None], 0).detach().exp())
     assert total == pytest.approx(1.0, abs=1e-5)
 
 
