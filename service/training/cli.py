@@ -19,129 +19,24 @@ from typing import Any
 
 import torch
 
-from ..made import MADE, CheckpointError, MADEConfig, load_model
+from ..made import MADE, CheckpointError, load_model
 from .cli_pool import add_pool_parser, cmd_pool, train_pooled
 from .data import DATASETS, load_dataset, pixel_entropy
 from .evaluate import nll_report, split_metrics
 from .examples import add_examples_option, add_examples_parser, cmd_examples
 from .export import device_description, export_run, read_run, write_run
-from .loop import TrainConfig, train
+from .loop import train
+from .options import OPTIONS, add_option_flags, made_config, option_defaults, train_config
 from .presets import PRESETS, preset
 
 __all__ = ["main"]
-
-# Flags that map onto a preset key of the same name (value None = take the preset's).
-_TRAIN_KEYS = [
-    "calibrate",
-    "dataset",
-    "data",
-    "out",
-    "name",
-    "description",
-    "hidden",
-    "activation",
-    "direct",
-    "masks",
-    "vary_ordering",
-    "mask_seed",
-    "components",
-    "epochs",
-    "batch_size",
-    "lr",
-    "weight_decay",
-    "lr_schedule",
-    "min_lr",
-    "patience",
-    "select",
-    "seed",
-    "device",
-    "threads",
-    "storage",
-    "grad_clip",
-    "hflip",
-    "dropout",
-    "dropout_until",
-    "plateau_patience",
-    "ema",
-    "valid_keep",
-    "degrees",
-    "local_rows",
-    "local_cols",
-    "local_hidden",
-    "local_context",
-]
-
-
-def _hidden(text: str) -> list[int]:
-    try:
-        widths = [int(h) for h in text.split(",") if h.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--hidden wants comma-separated widths, got {text!r}") from None
-    if not widths or min(widths) < 1:
-        raise argparse.ArgumentTypeError("--hidden needs at least one positive width")
-    return widths
 
 
 def _add_train(sub: Any) -> None:
     p = sub.add_parser("train", help="train a MADE and export the best weights as a model folder")
     p.add_argument("--preset", choices=sorted(PRESETS), default="mnist")
-    p.add_argument("--dataset", choices=DATASETS, help="data set kind (the preset's by default)")
-    p.add_argument("--data", help="path of the data file (mnist, faces)")
-    p.add_argument("--out", help="model folder to write")
     p.add_argument("--run-dir", help="where the resume state and run.json go (default runs/NAME)")
-    p.add_argument("--name")
-    p.add_argument("--description")
-    p.add_argument("--hidden", type=_hidden, help="hidden widths, e.g. 1000,1000")
-    p.add_argument("--activation", choices=["elu", "relu", "tanh", "gelu"])
-    p.add_argument("--direct", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--masks", type=int, help="K masks cycled per minibatch (k = step %% K)")
-    p.add_argument("--vary-ordering", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--mask-seed", type=int)
-    p.add_argument("--components", type=int, help="logistic mixture components (gray-level data)")
-    p.add_argument("--local-rows", type=int, help="local head: window rows above each pixel (0 = no head)")
-    p.add_argument("--local-cols", type=int, help="local head: window columns either side of each pixel")
-    p.add_argument("--local-hidden", type=_hidden, help="local head: MLP widths shared by every pixel")
-    p.add_argument("--local-context", type=int, help="local head: extra MADE outputs per pixel it reads")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--lr-schedule", choices=["constant", "cosine", "plateau"])
-    p.add_argument("--min-lr", type=float)
-    p.add_argument("--plateau-patience", type=int, help="epochs without improvement before the LR halves")
-    p.add_argument("--patience", type=int, help="epochs without validation improvement before stopping")
-    p.add_argument("--select", choices=["mask0", "ensemble"], help="validation NLL used for early stopping")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", help="cpu, cuda or cuda:N")
-    p.add_argument("--threads", type=int, help="torch.set_num_threads")
-    p.add_argument("--storage", choices=["float32", "float16"], help="dtype of the saved weights")
-    p.add_argument("--grad-clip", type=float)
-    p.add_argument(
-        "--hflip", action=argparse.BooleanOptionalAction, default=None, help="random left-right mirroring"
-    )
-    p.add_argument("--dropout", type=float, help="dropout rate on hidden units while training")
-    p.add_argument(
-        "--dropout-until", type=int, help="train without dropout after this epoch (a dropout-free tail)"
-    )
-    p.add_argument(
-        "--ema", type=float, help="decay of a moving average of the weights (validated and exported); 0 = off"
-    )
-    p.add_argument(
-        "--valid-keep",
-        type=int,
-        help="keep this many (seeded random) validation images for early stopping; the rest join train",
-    )
-    p.add_argument(
-        "--degrees",
-        choices=["uniform", "entropy"],
-        help="extra hidden degrees drawn uniformly, or where the training pixels have entropy",
-    )
-    p.add_argument(
-        "--calibrate",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="fit a logit temperature on the validation split when exporting (Bernoulli, 1 mask)",
-    )
+    add_option_flags(p)
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/train.state.pt")
     p.add_argument("--samples", type=int, default=64, help="samples drawn for samples.png")
     add_examples_option(p)
@@ -184,59 +79,14 @@ def _add_eval(sub: Any) -> None:
 
 
 def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """Preset values overridden by every flag that was given."""
-    settings = preset(args.preset)
-    settings.setdefault("components", 1)
-    settings.setdefault("vary_ordering", False)
-    settings.setdefault("mask_seed", 0)
-    settings.setdefault("weight_decay", 0.0)
-    settings.setdefault("min_lr", 1e-5)
-    settings.setdefault("seed", 0)
-    settings.setdefault("device", "cpu")
-    settings.setdefault("threads", None)
-    settings.setdefault("grad_clip", None)
-    settings.setdefault("hflip", False)
-    settings.setdefault("dropout", 0.0)
-    settings.setdefault("dropout_until", None)
-    settings.setdefault("plateau_patience", 3)
-    settings.setdefault("ema", 0.0)
-    settings.setdefault("valid_keep", None)
-    settings.setdefault("degrees", "uniform")
-    settings.setdefault("calibrate", False)
-    settings.setdefault("local_rows", 0)
-    settings.setdefault("local_cols", 0)
-    settings.setdefault("local_hidden", [])
-    settings.setdefault("local_context", 0)
-    for key in _TRAIN_KEYS:
-        value = getattr(args, key, None)
+    """Option defaults, overridden by the preset, overridden by every flag that was given."""
+    settings = {**option_defaults(), **preset(args.preset)}
+    for o in OPTIONS:
+        value = getattr(args, o.name, None)
         if value is not None:
-            settings[key] = value
+            settings[o.name] = value
     settings["preset"] = args.preset
     return settings
-
-
-def _made_config(
-    settings: dict[str, Any], data_dim: int, distribution: dict[str, Any], shape: tuple[int, int] | None
-) -> MADEConfig:
-    dist = dict(distribution)
-    if dist["type"] == "discretized_logistic":
-        dist["n_components"] = int(settings["components"])
-    return MADEConfig(
-        data_dim=data_dim,
-        hidden=tuple(settings["hidden"]),
-        distribution=dist,
-        activation=settings["activation"],
-        direct=bool(settings["direct"]),
-        num_masks=int(settings["masks"]),
-        ordering="natural",
-        vary_ordering=bool(settings["vary_ordering"]),
-        mask_seed=int(settings["mask_seed"]),
-        image_shape=shape if int(settings["local_rows"]) or int(settings["local_cols"]) else None,
-        local_rows=int(settings["local_rows"]),
-        local_cols=int(settings["local_cols"]),
-        local_hidden=tuple(settings["local_hidden"]),
-        local_context=int(settings["local_context"]),
-    )
 
 
 def entropy_degree_weights(model: MADE, train_x: torch.Tensor, floor: float = 1e-3) -> torch.Tensor:
@@ -258,7 +108,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir or f"runs/{settings['name']}")
     data = load_dataset(settings["dataset"], settings.get("data"), valid_keep=settings["valid_keep"])
     torch.manual_seed(int(settings["seed"]))
-    config = _made_config(settings, data.data_dim, data.distribution, data.shape)
+    config = made_config(settings, data.data_dim, data.distribution, data.shape)
     if settings["calibrate"] and (config.distribution["type"] != "bernoulli" or config.num_masks != 1):
         raise ValueError("--calibrate needs binary data (Bernoulli outputs) and a single mask")
     model = MADE(config)
@@ -278,26 +128,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         }
         settings["changed_on_resume"] = [*old.get("changed_on_resume", []), *([changed] if changed else [])]
     write_run(run_dir, settings)
-    tcfg = TrainConfig(
-        epochs=int(settings["epochs"]),
-        batch_size=int(settings["batch_size"]),
-        lr=float(settings["lr"]),
-        weight_decay=float(settings["weight_decay"]),
-        lr_schedule=settings["lr_schedule"],
-        min_lr=float(settings["min_lr"]),
-        patience=int(settings["patience"]),
-        select=settings["select"],
-        seed=int(settings["seed"]),
-        device=settings["device"],
-        threads=settings["threads"],
-        grad_clip=settings["grad_clip"],
-        hflip=bool(settings["hflip"]),
-        dropout=float(settings["dropout"]),
-        dropout_until=settings["dropout_until"],
-        ema=float(settings["ema"]),
-        plateau_patience=int(settings["plateau_patience"]),
-        image_shape=data.shape,
-    )
+    tcfg = train_config(settings, data.shape)
     print(
         f"training {settings['name']}: {settings['parameters']:,} parameters, {config.to_dict()}", flush=True
     )
@@ -384,7 +215,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if args.limit < 1:
             raise ValueError("--limit must be >= 1")
         x = x[: args.limit]
-    metrics = split_metrics(model, x, args.batch_size)
+    metrics = split_metrics(model, x, args.batch_size, shape=data.shape)
     if args.json:
         print(json.dumps(metrics))
     else:

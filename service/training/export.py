@@ -142,7 +142,7 @@ def held_out_metrics(model: MADE, data: Dataset) -> dict[str, Any]:
     """The card's ``metrics``: validation, test, and the first 1,000 test rows (what a quick check scores)."""
     metrics: dict[str, Any] = {
         "valid": split_metrics(model, data.valid),
-        "test": split_metrics(model, data.test),
+        "test": split_metrics(model, data.test, shape=data.shape),
     }
     if data.test.shape[0] > FIRST_N:
         metrics[f"test_first{FIRST_N}"] = split_metrics(model, data.test[:FIRST_N])
