@@ -138,6 +138,11 @@ class MaskedLinear(nn.Linear):
         """The effective weight of mask ``k``."""
         return self.weight * self.masks[k].to(self.weight.dtype)
 
+    def forward_units(self, x: torch.Tensor, k: int, units: torch.Tensor) -> torch.Tensor:
+        """Only output units ``units`` of :meth:`forward`: ``x (W * M)[units]^T + b[units]``."""
+        w = self.weight[units] * self.masks[k][units].to(self.weight.dtype)
+        return F.linear(x, w, None if self.bias is None else self.bias[units])
+
 
 class MADE(nn.Module):
     """Masked autoencoder for distribution estimation with K masks, optional direct connections and an
@@ -290,30 +295,40 @@ class MADE(nn.Module):
         """Distribution parameters ``(B, D, P)`` for data ``x`` ``(B, D)`` under mask ``k``."""
         return self.forward_inputs(self.dist.preprocess(x.to(self.output_layer.weight.dtype)), k)
 
-    def forward_inputs(self, inp: torch.Tensor, k: int = 0) -> torch.Tensor:
-        """The one forward pass: parameters ``(B, D, P)`` from network inputs ``inp`` (preprocessed data).
+    def forward_inputs(self, inp: torch.Tensor, k: int = 0, dims: torch.Tensor | None = None) -> torch.Tensor:
+        """The one forward pass: parameters ``(B, D, P)`` from network inputs ``inp`` (preprocessed data),
+        or ``(B, len(dims), P)`` for dimensions ``dims`` only (the same computation, less of it).
 
         Training (dropout in train mode), evaluation, the samplers' reference and the autograd
-        Jacobian check all run this.
+        Jacobian check (a chunk of ``dims`` at a time) all run this.
         """
         h = inp
         for layer in self.hidden_layers:
             h = self.dropout(self.activation(layer(h, k)))
-        out = self.output_layer(h, k)
-        if self.direct_layer is not None:
-            out = out + self.direct_layer(inp, k)
-        out = out.view(inp.shape[0], self.n_outputs, self.data_dim).transpose(1, 2)
+        q, d = self.n_outputs, self.data_dim
+        if dims is None:
+            out = self.output_layer(h, k)
+            if self.direct_layer is not None:
+                out = out + self.direct_layer(inp, k)
+        else:  # output unit q*D + d is output q of dimension d
+            units = (torch.arange(q, device=dims.device)[:, None] * d + dims[None, :]).reshape(-1)
+            out = self.output_layer.forward_units(h, k, units)
+            if self.direct_layer is not None:
+                out = out + self.direct_layer.forward_units(inp, k, units)
+        out = out.view(inp.shape[0], q, -1).transpose(1, 2)
         if self.local_head is None:
             return out
         p = self.dist.n_params
         return out[..., :p] + self.local_head(
-            self.neighbours(inp, k), out[..., p:], self.activation, self.dropout
+            self.neighbours(inp, k, dims), out[..., p:], self.activation, self.dropout
         )
 
-    def neighbours(self, inp: torch.Tensor, k: int = 0) -> torch.Tensor:
-        """``(B, D, N)`` network inputs of each dimension's window under mask ``k`` (zero where masked)."""
+    def neighbours(self, inp: torch.Tensor, k: int = 0, dims: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, D, N)`` network inputs of each dimension's window under mask ``k`` (zero where masked);
+        ``(B, len(dims), N)`` for dimensions ``dims`` only."""
         padded = torch.cat([inp, inp.new_zeros(inp.shape[0], 1)], dim=1)
-        return padded[:, self.local_gather[k]]
+        gather = self.local_gather[k] if dims is None else self.local_gather[k][dims]
+        return padded[:, gather]
 
     def forward_rows(self, x: torch.Tensor, ks: torch.Tensor) -> torch.Tensor:
         """Parameters when each row ``b`` uses its own mask ``ks[b]`` (rows grouped per mask)."""

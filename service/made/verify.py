@@ -26,17 +26,25 @@ def allowed_dependencies(model: MADE, k: int) -> torch.Tensor:
     return deg[None, :] < deg[:, None]
 
 
-def jacobian(model: MADE, k: int, x: torch.Tensor, chunk_size: int = 512) -> torch.Tensor:
-    """``(D, D)`` Jacobian of the combined per-dimension outputs w.r.t. the network inputs at ``x``."""
+def jacobian(model: MADE, k: int, x: torch.Tensor, chunk_size: int = 256) -> torch.Tensor:
+    """``(D, D)`` Jacobian of the combined per-dimension outputs w.r.t. the network inputs at ``x``.
+
+    Rows come ``chunk_size`` output dimensions at a time, each chunk from the forward pass restricted to
+    those dimensions, so the cost per row does not grow with the local head's per-pixel work.
+    """
     weight = model.output_layer.weight
     g = torch.Generator().manual_seed(1234 + k)
     mix = (torch.rand(model.dist.n_params, generator=g, dtype=torch.float64) + 0.5).to(weight)
-
-    def f(inp: torch.Tensor) -> torch.Tensor:
-        return model.forward_inputs(inp[None], k)[0] @ mix  # the model's own forward pass
-
     inp = model.dist.preprocess(x.to(weight))
-    return jacrev(f, chunk_size=chunk_size)(inp)
+    rows = []
+    for start in range(0, model.data_dim, chunk_size):
+        dims = torch.arange(start, min(start + chunk_size, model.data_dim), device=inp.device)
+
+        def f(v: torch.Tensor, dims: torch.Tensor = dims) -> torch.Tensor:
+            return model.forward_inputs(v[None], k, dims)[0] @ mix  # the model's own forward pass
+
+        rows.append(jacrev(f)(inp))
+    return torch.cat(rows)
 
 
 @torch.no_grad()

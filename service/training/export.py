@@ -149,13 +149,21 @@ def held_out_metrics(model: MADE, data: Dataset) -> dict[str, Any]:
     return metrics
 
 
+COOL_TEMPERATURE = 0.5  # the second temperature of a gray-level model's completions.png
+
+
 def write_pictures(model: MADE, folder: Path, data: Dataset, samples: int, seed: int) -> None:
     """``samples.png`` (a grid of draws) and ``completions.png`` (held-out images completed from their top)."""
     value_max = float(data.value_range[1])
     save_samples(model, folder / "samples.png", data.shape, value_max, n=samples, seed=seed)
     n_truth = min(10 if data.data_dim > 1000 else 8, data.test.shape[0])
     truth = _completion_truth(data, n_truth)
-    save_completions(model, truth, folder / "completions.png", data.shape, value_max, seed=seed)
+    # gray levels: completions at temperature 1 beside a cooler one, whose sharper conditionals give
+    # smoother faces (binary images keep temperature 1 alone)
+    temperatures = (1.0, COOL_TEMPERATURE) if model.dist.n_bins > 2 else (1.0,)
+    save_completions(
+        model, truth, folder / "completions.png", data.shape, value_max, seed=seed, temperatures=temperatures
+    )
 
 
 def _completion_truth(data: Dataset, n: int) -> torch.Tensor:

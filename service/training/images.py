@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from ..made import MADE, sample_cached
+from ..made import MADE, draw_uniforms, sample_cached
 
 __all__ = ["completion_rows", "image_grid", "save_completions", "save_samples"]
 
@@ -45,19 +46,28 @@ def save_samples(
 
 
 def completion_rows(
-    model: MADE, truth: torch.Tensor, shape: tuple[int, int], n_per: int = 3, seed: int = 0
+    model: MADE,
+    truth: torch.Tensor,
+    shape: tuple[int, int],
+    n_per: int = 3,
+    seed: int = 0,
+    temperatures: Sequence[float] = (1.0,),
 ) -> np.ndarray:
-    """Rows of ``[truth, top half only, n_per completions]`` per image: the bottom half of each
-    image is drawn given its top ``H/2`` rows (``n_known = H/2 * W`` positions of the raster order)."""
+    """Rows of ``[truth, top half only, n_per completions per temperature]`` per image: the bottom half
+    of each image is drawn given its top ``H/2`` rows (``n_known = H/2 * W`` positions of the raster
+    order), at each of ``temperatures`` in turn, from the same uniforms."""
     h, w = shape
     n_known = (h // 2) * w
-    gen = torch.Generator().manual_seed(seed)
     known = truth.repeat_interleave(n_per, dim=0)
-    done = sample_cached(model.eval(), known.shape[0], generator=gen, known=known, n_known=n_known).x.cpu()
-    done = done.view(truth.shape[0], n_per, -1)
+    u = draw_uniforms(known.shape[0], h * w, torch.Generator().manual_seed(seed))
+    done = [
+        sample_cached(model.eval(), uniforms=u, known=known, n_known=n_known, temperature=t).x.cpu()
+        for t in temperatures
+    ]
+    drawn = torch.cat([x.view(truth.shape[0], n_per, -1) for x in done], dim=1)
     top = truth.clone()
     top[:, n_known:] = float("nan")
-    rows = [torch.cat([truth[:, None], top[:, None], done], dim=1)]
+    rows = [torch.cat([truth[:, None], top[:, None], drawn], dim=1)]
     return torch.cat(rows).reshape(-1, h, w).numpy()
 
 
@@ -69,11 +79,13 @@ def save_completions(
     value_max: float,
     n_per: int = 3,
     seed: int = 0,
+    temperatures: Sequence[float] = (1.0,),
 ) -> Path:
-    """Save a grid: per held-out image, the truth, its top half (bottom gray), and completions."""
-    tiles = completion_rows(model, truth.cpu(), shape, n_per, seed)
+    """Save a grid: per held-out image, the truth, its top half (bottom gray), and completions at each
+    temperature side by side."""
+    tiles = completion_rows(model, truth.cpu(), shape, n_per, seed, temperatures)
     tiles = np.where(np.isnan(tiles), value_max / 2, tiles)
     scale = max(1, 64 // shape[1])
-    img = image_grid(tiles, value_max, ncols=2 + n_per, scale=scale)
+    img = image_grid(tiles, value_max, ncols=2 + n_per * len(temperatures), scale=scale)
     img.save(path)
     return Path(path)
