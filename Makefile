@@ -15,7 +15,7 @@ DEV_STAMP := $(VENV)/.installed
 SERVER_STAMP := $(VENV)/.installed-server
 TRAIN_STAMP := $(VENV)/.installed-train
 
-.PHONY: venv serve test lint format train eval examples bench bench-http gpu-check clean
+.PHONY: venv serve test lint format train eval examples screenshot bench bench-http gpu-check clean
 
 $(VENV)/.torch:
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -65,6 +65,11 @@ eval: $(TRAIN_STAMP)
 # the data its card names; ARGS=--pictures also redraws samples.png and completions.png from its weights
 examples: $(TRAIN_STAMP)
 	$(BIN)/python -m service.training examples $(MODEL) $(ARGS)
+
+# docs/img/demo-page.png redrawn from the committed models: the demo page in headless /usr/bin/chromium with
+# faces, fixed seeds, temperature 1 (python -m tests.web.screenshot --help; ARGS="--out /tmp/page.png")
+screenshot: $(DEV_STAMP)
+	$(BIN)/python -m tests.web.screenshot --out docs/img/demo-page.png $(ARGS)
 
 bench: $(DEV_STAMP)
 	$(BIN)/python -m bench.engine $(ARGS)
