@@ -253,11 +253,19 @@ def main() -> None:
     p.add_argument("--only", help="comma-separated substrings: run only the cases whose name has one")
     p.add_argument("--overload", action="store_true", help="also run bench.overload's goodput check")
     p.add_argument("--out", type=Path, help="also write the figures as Markdown here")
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="MADE_X=V",
+        help="a server setting (repeatable), e.g. MADE_ENGINE_PROCESS=true for the split",
+    )
     args = p.parse_args()
+    server_env = dict(kv.split("=", 1) for kv in args.env)
     engine_ms = engine_one_sample_ms(args.model_dir, args.fast_model)
     print(f"engine alone, {args.fast_model}, one sample: p50 {engine_ms:.3f} ms")
     print(HEADER, flush=True)
-    rows = measure(args)
+    rows = measure(args, server_env)
     verdicts = targets(rows, engine_ms, args.fast_model) if not args.only else []
     print("\n".join(verdicts))
     extra: list[str] = []

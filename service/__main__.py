@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from service.config import Settings
+    from service.engine.process import EngineProcess
 
 # torch's OpenMP workers spin after each parallel op and then steal the core the sampling kernel threads
 # need; sleeping workers cost a wake-up per op instead (must be set before torch loads).
@@ -88,12 +89,44 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    engine = None
+    try:
+        if settings.engine_process and settings.engine_address is None:
+            engine = _start_engine_process(settings)
+            if engine is None:
+                return 1
+        _run_uvicorn(settings)
+    finally:
+        if engine is not None:  # after the front-ends have drained: the engine drains what is left
+            engine.stop(settings.shutdown_grace_s)
+    return 0
+
+
+def _start_engine_process(settings: Settings) -> EngineProcess | None:
+    """MADE_ENGINE_PROCESS: one engine process for every front-end (``MADE_WORKERS`` of them), which
+    find it through MADE_ENGINE_ADDRESS; None (reported) if it cannot start."""
+    from service.api.registry import engine_process_spec, model_folders
+    from service.config import get_settings
+    from service.engine.process import EngineProcess
+
+    try:
+        engine = EngineProcess(engine_process_spec(settings, model_folders(settings)))
+        engine.start()
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return None
+    os.environ["MADE_ENGINE_ADDRESS"] = engine.address  # the front-ends' settings, in this process or spawned
+    get_settings.cache_clear()
+    return engine
+
+
+def _run_uvicorn(settings: Settings) -> None:
     import uvicorn
 
     from service.api.connections import GuardedHttpToolsProtocol
     from service.api.logs import log_config
 
-    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run(
         "service.api.app:create_app",
         factory=True,
@@ -108,7 +141,6 @@ def main(argv: list[str] | None = None) -> int:
         timeout_keep_alive=settings.keep_alive_s,  # type: ignore[arg-type]  # a float works with call_later
         access_log=False,  # the app writes its own access line (request id, duration, status)
     )
-    return 0
 
 
 if __name__ == "__main__":

@@ -18,7 +18,22 @@ class Settings(BaseSettings):
     # --- serving ---------------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address uvicorn binds to.")
     port: int = Field(8000, ge=1, le=65535, description="Port uvicorn binds to.")
-    workers: int = Field(1, ge=1, description="uvicorn worker processes (each loads every model).")
+    workers: int = Field(
+        1,
+        ge=1,
+        description="uvicorn worker processes: each loads every model, or with MADE_ENGINE_PROCESS, "
+        "HTTP front-ends sharing the one engine process.",
+    )
+    engine_process: bool = Field(
+        False,
+        description="Run the engines in a process of their own, fed by the HTTP front-end(s) over a Unix socket "
+        "(request handling and sampling on different cores).",
+    )
+    engine_address: str | None = Field(
+        None,
+        description="Unix socket of a running engine process (set by `serve` for its front-ends); "
+        "unset with MADE_ENGINE_PROCESS = each app starts its own.",
+    )
     model_dir: Path = Field(Path("models"), description="Model repository: one folder per model.")
     default_model: str = Field("mnist", description="Model used when a request names none.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when available.")

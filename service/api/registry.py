@@ -19,13 +19,24 @@ import torch
 
 from service.config import Settings
 from service.engine import Engine, EngineConfig
+from service.engine.client import EngineClient, EngineConnection
+from service.engine.process import EngineProcess, EngineProcessSpec
+from service.logging import log_config
 from service.made import MADE, CheckpointError, load_model
 
 from . import lifecycle
 from .errors import ProblemError
 from .metrics import ApiMetrics
 
-__all__ = ["ModelEntry", "Registry", "engine_config", "pick_device", "public_reason"]
+__all__ = [
+    "ModelEntry",
+    "Registry",
+    "engine_config",
+    "engine_process_spec",
+    "model_folders",
+    "pick_device",
+    "public_reason",
+]
 
 log = logging.getLogger("service.api")
 
@@ -46,9 +57,30 @@ def engine_config(settings: Settings) -> EngineConfig:
     return EngineConfig(**values)
 
 
-def _value_range(card: dict[str, Any], model: MADE, name: str) -> tuple[int, int]:
+def model_folders(settings: Settings) -> list[Path]:
+    """Model folders: direct sub-folders of ``model_dir`` holding a ``card.json``, by name."""
+    root = Path(settings.model_dir)
+    if not root.is_dir():
+        raise RuntimeError(f"model repository {root} does not exist (set MADE_MODEL_DIR)")
+    return sorted(p for p in root.iterdir() if p.is_dir() and (p / "card.json").is_file())
+
+
+def engine_process_spec(settings: Settings, folders: list[Path]) -> EngineProcessSpec:
+    """What the engine process serves (MADE_ENGINE_PROCESS): these folders, with the engines' settings."""
+    return EngineProcessSpec(
+        address="",
+        folders=tuple(str(f) for f in folders),
+        device=pick_device(settings.device),
+        verify=settings.verify_on_load,
+        config=engine_config(settings),
+        grace_s=settings.shutdown_grace_s,
+        log_config=log_config(settings.log_level, settings.log_json),
+    )
+
+
+def _value_range(card: dict[str, Any], n_bins: int, name: str) -> tuple[int, int]:
     """The integer levels the model scores: ``0..n_bins-1`` (the card's ``value_range`` should agree)."""
-    levels = (0, model.dist.n_bins - 1)
+    levels = (0, n_bins - 1)
     vr = card.get("value_range")
     if vr is not None and list(vr) != list(levels):
         log.warning(
@@ -89,13 +121,14 @@ def public_reason(exc: BaseException, folder: Path) -> str:
 
 @dataclass
 class ModelEntry:
-    """A served model: metadata the routes need, the engine that runs it and the loaded network."""
+    """A served model: metadata the routes need, the engine that runs it and the loaded network (none
+    in a front-end of the engine process: the network lives there)."""
 
     name: str
     folder: Path
     card: dict[str, Any]
-    model: MADE
-    engine: Engine
+    model: MADE | None
+    engine: Engine | EngineClient
     device: str
     data_dim: int
     shape: tuple[int, int] | None
@@ -151,19 +184,27 @@ class Registry:
         self.failed: dict[str, str] = {}
         self.loading = True
         self.draining = False  # set when the engines start to stop: readiness is off from then on
+        self.connection: EngineConnection | None = None  # MADE_ENGINE_PROCESS: the link to the engines
+        self.engine_process: EngineProcess | None = None  # ... and the process, when this app started it
 
     # --- lifecycle ------------------------------------------------------------------------------
     def folders(self) -> list[Path]:
         """Model folders: direct sub-folders holding a ``card.json``, by name."""
-        root = Path(self.settings.model_dir)
-        if not root.is_dir():
-            raise RuntimeError(f"model repository {root} does not exist (set MADE_MODEL_DIR)")
-        return sorted(p for p in root.iterdir() if p.is_dir() and (p / "card.json").is_file())
+        return model_folders(self.settings)
 
     async def start(self) -> None:
         """Load, verify, start and warm every model; a bad folder fails start-up unless
         ``skip_bad_models`` is set."""
         self.draining = False  # a lifespan may run again on the same app (test clients do)
+        if self.settings.engine_process:
+            try:
+                await self._start_remote()
+            except BaseException:
+                await self.stop()
+                raise
+            finally:
+                self.loading = False
+            return
         device = pick_device(self.settings.device)
         config = engine_config(self.settings)
         try:
@@ -207,7 +248,7 @@ class Registry:
                 device=device,
                 data_dim=d,
                 shape=_shape(card, d),
-                value_range=_value_range(card, model, name),
+                value_range=_value_range(card, model.dist.n_bins, name),
                 binary=model.dist.n_bins == 2,
                 ordering=model.ordering(0).cpu().numpy(),
                 shared_ordering=model.shares_ordering(),
@@ -234,8 +275,49 @@ class Registry:
         await entry.engine.log_prob(x, per_dim=entry.per_dim_available)
         await entry.engine.sample(1, 0)
 
+    async def _start_remote(self) -> None:
+        """MADE_ENGINE_PROCESS: connect to the engine process (``engine_address``, started by ``serve``
+        for all its front-ends) or start one for this app, and serve its models through
+        :class:`EngineClient`."""
+        s = self.settings
+        address = s.engine_address
+        if address is None:
+            self.engine_process = EngineProcess(engine_process_spec(s, self.folders()))
+            await asyncio.to_thread(self.engine_process.start)
+            address = self.engine_process.address
+        self.connection = conn = EngineConnection(address)
+        welcome = await conn.connect()
+        for name, why in welcome["failed"].items():
+            if not s.skip_bad_models:
+                raise RuntimeError(f"cannot serve model {name!r}: {why['message']}")
+            log.error("skipping model %s: %s", name, why["message"])
+            self.failed[name] = public_reason(RuntimeError(why["message"]), Path(s.model_dir) / name)
+        config = engine_config(s)
+        for m in welcome["models"]:
+            name, d = m["name"], m["data_dim"]
+            client = EngineClient(conn, name, config, m["backend"], self.metrics.engine(name))
+            self.entries[name] = ModelEntry(
+                name=name,
+                folder=Path(m["folder"]),
+                card=m["card"],
+                model=None,
+                engine=client,
+                device=m["device"],
+                data_dim=d,
+                shape=_shape(m["card"], d),
+                value_range=_value_range(m["card"], m["n_bins"], name),
+                binary=m["n_bins"] == 2,
+                ordering=np.asarray(m["ordering"], dtype=np.int64),
+                shared_ordering=m["shared_ordering"],
+                num_masks=m["num_masks"],
+                load_seconds=m["load_seconds"],
+            )
+            self.metrics.models_ready.labels(name).set(1)
+        log.info("front-end connected to the engine process at %s", address)
+
     async def stop(self) -> None:
-        """Drain and stop every engine (``shutdown_grace_s`` each, concurrently)."""
+        """Drain and stop every engine (``shutdown_grace_s`` each, concurrently); in a front-end of the
+        engine process, its own calls, then the process when this app started it."""
         self.draining = True
         entries = list(self.entries.values())
         for e in entries:
@@ -243,6 +325,12 @@ class Registry:
         await asyncio.gather(
             *(e.engine.stop(self.settings.shutdown_grace_s) for e in entries), return_exceptions=True
         )
+        if self.connection is not None:
+            await self.connection.close()
+            self.connection = None
+        if self.engine_process is not None:
+            await asyncio.to_thread(self.engine_process.stop, self.settings.shutdown_grace_s)
+            self.engine_process = None
 
     # --- lookup ---------------------------------------------------------------------------------
     def get(self, name: str | None) -> ModelEntry:

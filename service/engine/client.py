@@ -90,6 +90,7 @@ class EngineConnection:
                 f"no answer from the engine process at {self.address} in {timeout_s:g} s"
             ) from None
         self._last_beat = time.monotonic()
+        self.state = welcome["state"]
         return welcome
 
     @property

@@ -155,7 +155,8 @@ class EngineServer:
         self.events.clear()  # the warm-up requests are not the clients'
 
     def welcome(self) -> list[bytes]:
-        return pack(WELCOME, {"models": self.models, "failed": self.failed})
+        """The models (and failed folders) for a new front-end, with their state: ready at once."""
+        return pack(WELCOME, {"models": self.models, "failed": self.failed, "state": self.state()})
 
     async def listen(self) -> None:
         """Accept front-ends on the Unix socket; each connection is a :class:`MessageProtocol`."""
@@ -215,6 +216,13 @@ class EngineServer:
 
     def beat_frames(self, running: bool = True) -> list[bytes]:
         """Each engine's state and the metric events since the last beat (then forgotten)."""
+        models = self.state(running)
+        events = self.events[:] if self.peers else []
+        self.events.clear()
+        return pack(BEAT, {"models": models, "events": events})
+
+    def state(self, running: bool = True) -> dict[str, dict[str, Any]]:
+        """Each engine's statistics, gauges and Retry-After estimate, by model."""
         models = {}
         for name, engine in self.engines.items():
             state = dataclasses.asdict(engine.stats())
@@ -222,9 +230,7 @@ class EngineServer:
             state["gauges"] = self.sinks[name].latest
             state["retry_after_s"] = engine._loop.retry_after()  # the drain-rate estimate 503s carry
             models[name] = state
-        events = self.events[:] if self.peers else []
-        self.events.clear()
-        return pack(BEAT, {"models": models, "events": events})
+        return models
 
     async def beat(self) -> None:
         while True:
