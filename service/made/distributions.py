@@ -27,6 +27,7 @@ import torch.nn.functional as F
 __all__ = [
     "MAX_TEMPERATURE",
     "MIN_TEMPERATURE",
+    "MODE_TIE_NATS",
     "Bernoulli",
     "DiscretizedLogistic",
     "OutputDistribution",
@@ -39,6 +40,10 @@ MAX_TEMPERATURE = 100.0
 #: Smallest accepted positive temperature. Below it ``logit / T`` and ``1 / (s T)`` approach float32
 #: overflow, where the float32 and float64 paths would no longer agree; ``T = 0`` is the exact limit.
 MIN_TEMPERATURE = 1e-6
+#: Bins whose log-masses are within this many nats of the largest tie for the mode, and the lowest of
+#: them is taken: far above the last-bit differences between the reference's and the kernels' arithmetic
+#: (a mean exactly on the edge between two bins gives them the same mass), far below any real gap.
+MODE_TIE_NATS = 1e-9
 
 
 def check_temperature(temperature: float) -> float:
@@ -209,10 +214,13 @@ class DiscretizedLogistic:
         return self._log_mass(params, bins.expand(*params.shape[:-1], self.n_bins), temperature)
 
     def mode(self, params: torch.Tensor) -> torch.Tensor:
-        """The bin of largest mass under the model (``argmax`` of :meth:`bin_log_probs` at ``T = 1``,
-        computed as those log-masses are; ties go to the lowest bin). For one logistic it is the bin
-        nearest the mean unless a tail bin holds more; for a mixture it need not be any mean's bin."""
-        return self.bin_log_probs(params).argmax(-1).to(params.dtype)
+        """The bin of largest mass under the model (:meth:`bin_log_probs` at ``T = 1``): the lowest bin
+        whose log-mass is within ``MODE_TIE_NATS`` of the largest, so equal masses (a mean on a bin edge)
+        go to the lowest bin whatever the arithmetic's last bits. For one logistic it is the bin nearest
+        the mean unless a tail bin holds more; for a mixture it need not be any mean's bin."""
+        lp = self.bin_log_probs(params)
+        near = lp >= lp.max(-1, keepdim=True).values - MODE_TIE_NATS
+        return near.to(torch.int8).argmax(-1).to(params.dtype)  # the first of the maxima
 
     def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         idx = x.round().long().clamp(0, self.n_bins - 1)
