@@ -29,7 +29,8 @@ position ``i`` is drawn, its window's inputs ``inp[s, lidx[k, i, n]]`` (``-1``: 
 the context ``out[s, i*P + n_params:]`` go through the tied MLP, whose output is added to the first
 ``n_params`` values of the block, which then hold the final parameters (Bernoulli rows are scored
 from them after the last step). ``lmeta = [layers, N, C, n_params]``; layer ``l`` has ``lsizes[l + 1]``
-units, weights ``lw[lofs[l] + j*lsizes[l] + c]`` (row-major, as ``nn.Linear``) and biases after them.
+units, weights ``lw[lofs[l] + c*lsizes[l + 1] + j]`` (input ``c`` to unit ``j``: ``nn.Linear``'s weight
+transposed) and its biases after them.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ import math
 
 import numpy as np
 from numba import njit
+
+from service.made.distributions import MODE_TIE_NATS
 
 __all__ = [
     "ACTIVATIONS",
@@ -103,6 +106,71 @@ def _bin_log_mass(v: int, nb: int, nc: int, tmp: np.ndarray) -> float:
     return m + math.log(acc)
 
 
+@njit(cache=True, inline="always")
+def _window(v: int, half: float, c: int, nc: int, tmp: np.ndarray) -> float:
+    """``pi_c`` times the mass component ``c`` gives interior bin ``v`` (two sigmoids)."""
+    xv = v * (2.0 * half) - 1.0
+    up = (xv + half - tmp[nc + c]) * tmp[2 * nc + c]
+    dn = (xv - half - tmp[nc + c]) * tmp[2 * nc + c]
+    return tmp[c] * (1.0 / (1.0 + math.exp(-up)) - 1.0 / (1.0 + math.exp(-dn)))
+
+
+@njit(cache=True, inline="always")
+def _nearest_interior(mu: float, nb: int) -> int:
+    """The interior bin (``1..nb-2``) whose centre is nearest ``mu``."""
+    x = min(max((mu + 1.0) * 0.5 * (nb - 1), 1.0), nb - 2.0)  # clamped first: mu may be far outside
+    return int(x + 0.5)
+
+
+@njit(cache=True)
+def _mode_bin(nb: int, nc: int, tmp: np.ndarray) -> tuple[float, float]:
+    """The most probable bin under the model's mixture in ``tmp`` and its log-mass, as
+    ``DiscretizedLogistic.mode`` defines it (the lowest bin within ``MODE_TIE_NATS`` of the largest
+    log-mass), without computing every bin's log-mass.
+
+    The largest mass ``M`` is at least that of the two tail bins and of the interior bin nearest each
+    mean, which are scored first. An interior bin with mass near ``M`` has ``pi_c m_c(v) >= (M - 1e-9)
+    / C`` for some component ``c``, and ``pi_c m_c(v)`` (a logistic's mass over a window of fixed
+    width) only falls as the bin moves away from ``mu_c``; so walking outwards from each mean's bin
+    while it stays above that floor visits every bin that can be the mode. The first visit finds the
+    largest log-mass, the second the lowest bin within ``MODE_TIE_NATS`` of it."""
+    half = 1.0 / (nb - 1)
+    best, bv = -np.inf, nb
+    floor = 0.0
+    for phase in range(2):
+        for v in (0, nb - 1):
+            lm = _bin_log_mass(v, nb, nc, tmp)
+            if phase == 0:
+                best = max(best, lm)
+            elif lm >= best - MODE_TIE_NATS and v < bv:
+                bv = v
+        if nb == 2:
+            if phase == 0:
+                continue
+            break
+        for c in range(nc):
+            v = _nearest_interior(tmp[nc + c], nb)
+            lm = _bin_log_mass(v, nb, nc, tmp)
+            if phase == 0:
+                best = max(best, lm)
+            elif lm >= best - MODE_TIE_NATS and v < bv:
+                bv = v
+        if phase == 0:
+            floor = (math.exp(best) - 1e-9) / nc
+        for c in range(nc):
+            start = _nearest_interior(tmp[nc + c], nb)
+            for step in (1, -1):
+                v = start + step
+                while 1 <= v <= nb - 2 and _window(v, half, c, nc, tmp) >= floor:
+                    lm = _bin_log_mass(v, nb, nc, tmp)
+                    if phase == 0:
+                        best = max(best, lm)
+                    elif lm >= best - MODE_TIE_NATS and v < bv:
+                        bv = v
+                    v += step
+    return float(bv), _bin_log_mass(bv, nb, nc, tmp)
+
+
 @njit(cache=True)
 def _logistic_draw(
     out: np.ndarray, base: int, nb: int, nc: int, u: float, temp: float, tmp: np.ndarray
@@ -125,13 +193,8 @@ def _logistic_draw(
         tmp[c] = math.exp(tmp[3 * nc + c])  # pi_c
         tmp[nc + c] = np.float64(out[base + nc + c])  # mu_c
         tmp[2 * nc + c] = math.exp(-min(max(np.float64(out[base + 2 * nc + c]), -7.0), 7.0))  # 1 / s_c
-    if temp == 0.0:  # the most probable bin: a full scan, the first of equals
-        best, bv = -np.inf, 0
-        for v in range(nb):
-            lm = _bin_log_mass(v, nb, nc, tmp)
-            if lm > best:
-                best, bv = lm, v
-        return float(bv), best
+    if temp == 0.0:  # the most probable bin, the first of equals
+        return _mode_bin(nb, nc, tmp)
     pi, inv_s = 0, 2 * nc  # offsets of the mixture weights and inverse scales the draw uses
     if temp != 1.0:  # tempered: logits / T, log-scales + log T
         log_t = math.log(temp)
@@ -160,7 +223,7 @@ def _logistic_draw(
     return float(lo), _bin_log_mass(lo, nb, nc, tmp)
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath={"contract"})
 def _local_head(
     out: np.ndarray,
     base: int,
@@ -174,7 +237,8 @@ def _local_head(
     act: int,
 ) -> None:
     """Add the local head's correction to the parameters ``out[base : base + n_params]`` of one row
-    (``lidx``: the window's positions for this position; ``scr``: two buffers of the widest layer)."""
+    (``lidx``: the window's positions for this position; ``scr``: two buffers of the widest layer).
+    Each layer is a sum of input-scaled weight rows (``z += x_c W[c, :]``), which vectorises."""
     n_layers, n_nb, n_ctx, n_par = lmeta[0], lmeta[1], lmeta[2], lmeta[3]
     width = scr.shape[0] // 2
     src, dst = 0, width
@@ -186,16 +250,22 @@ def _local_head(
     for li in range(n_layers + 1):
         n_in, n_out = lsizes[li], lsizes[li + 1]
         w0 = lofs[li]
-        b0 = w0 + n_in * n_out
+        z = scr[dst : dst + n_out]
+        bias = lw[w0 + n_in * n_out : w0 + n_in * n_out + n_out]
         for j in range(n_out):
-            z = lw[b0 + j]
-            row = w0 + j * n_in
-            for c in range(n_in):
-                z += lw[row + c] * scr[src + c]
-            if li < n_layers:
-                scr[dst + j] = _act(z, act)
-            else:
-                out[base + j] += z
+            z[j] = bias[j]
+        for c in range(n_in):
+            xc = scr[src + c]
+            if xc != 0:
+                row = lw[w0 + c * n_out : w0 + (c + 1) * n_out]
+                for j in range(n_out):
+                    z[j] += xc * row[j]
+        if li < n_layers:
+            for j in range(n_out):
+                z[j] = _act(z[j], act)
+        else:
+            for j in range(n_out):
+                out[base + j] += z[j]
         src, dst = dst, src
 
 
