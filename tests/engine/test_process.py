@@ -227,3 +227,30 @@ def test_the_engine_process_exits_when_its_parent_goes(folder: Path) -> None:
     proc.proc.join(UNTIL)
     assert proc.proc.exitcode == 0
     proc.stop(0.0)
+
+
+def test_early_refusal_and_metrics_come_from_the_beats() -> None:
+    """No process needed: a beat's state and events, as the engine process sends them."""
+    conn = EngineConnection("/nonexistent")
+    rec = Recorder()
+    cfg = EngineConfig(max_active_rows=4, max_queued_rows=8)
+    client = EngineClient(conn, "m", cfg, "numba", rec)
+    state = {
+        "name": "m", "backend": "numba", "running": True, "queued_rows": 6, "active_rows": 4,
+        "active_requests": 2, "logprob_queued_rows": 0, "steps_run": 10, "chunks_run": 2,
+        "rows_sampled": 3, "requests_ok": 3, "requests_failed": 0, "gauges": [6, 4], "retry_after_s": 3.5,
+    }  # fmt: skip
+    conn._beat(
+        {"models": {"m": state}, "events": [["s", "m", 1e-4, 4], ["r", "m", "sample", 0.0, 0.1, "ok"]]}
+    )
+    assert client.running and rec.steps == 1 and rec.done == [("sample", "ok")]
+    client.check_capacity(2)  # 6 + 4 + 2 rows fit in 4 active + 8 queued
+    with pytest.raises(EngineFull) as full:
+        client.check_capacity(3)
+    assert full.value.retry_after_s == 3.5  # the engine's drain-rate estimate
+    assert rec.done[-1] == ("sample", "rejected")
+    assert client.stats().queued_rows == 6 and client.stats().requests_ok == 3
+    conn._beat({"models": {"m": {**state, "running": False}}, "events": []})
+    assert not client.running
+    with pytest.raises(EngineStopped):
+        client.check_capacity(1)
