@@ -4,7 +4,9 @@ Iteration-level scheduling (vLLM style): every active row, whatever its request,
 dimension per step with the cached sampler; requests join between chunks and rows leave as soon as
 they finish. See :mod:`.scheduler` (model-free bookkeeping), :mod:`.runner_numba` / :mod:`.runner_torch`
 (per-row model state, :mod:`.kernels` for the compiled step), :mod:`.loop` (the asyncio sampling loop),
-:mod:`.logprob` (micro-batched likelihoods) and :mod:`.engine` (the public class).
+:mod:`.logprob` (micro-batched likelihoods) and :mod:`.engine` (the public class). :mod:`.process` runs
+the engines in a process of their own and :mod:`.client` reaches them from HTTP front-end processes
+with the same interface (:mod:`.ipc`: the messages between them).
 """
 
 from .engine import Engine
