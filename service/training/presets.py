@@ -120,21 +120,33 @@ PRESETS: dict[str, dict[str, Any]] = {
         "out": "models/faces",
         "name": "faces",
         "description": (
-            "MADE on Olivetti faces (64x64, 256 gray levels, one discretized logistic per pixel), natural "
-            "raster ordering: the bottom half of a face can be completed from its top half."
+            "MADE on Olivetti faces (64x64, 256 gray levels, a mixture of 4 discretized logistics per "
+            "pixel) with a local head: a 3-row window above and to the left of each pixel read by one "
+            "MLP shared by every pixel, plus 8 context outputs of a 64-unit MADE. Natural raster "
+            "ordering: the bottom half of a face can be completed from its top half."
         ),
-        "hidden": [500],
+        "hidden": [64],
         "activation": "elu",
         "direct": False,
         "masks": 1,
-        "epochs": 150,
-        "batch_size": 20,
-        "lr": 1e-3,
-        "lr_schedule": "plateau",
-        "patience": 15,
+        "components": 4,
+        "local_rows": 3,
+        "local_cols": 3,
+        "local_hidden": [64, 64],
+        "local_context": 8,
+        # small batches: the head's few thousand tied weights see 342 x 4096 pixels an epoch, and
+        # learn from more steps (batch 5 reached 4.29 bits/dim in 30 epochs where 20 gave 4.37)
+        "epochs": 500,
+        "batch_size": 5,
+        "lr": 2e-3,
+        "lr_schedule": "cosine",
+        "min_lr": 1e-5,
+        "ema": 0.999,
+        "patience": 60,
         "select": "mask0",
         "storage": "float16",
         "hflip": True,
+        "threads": 2,
     },
     "digits": {
         "dataset": "digits",
