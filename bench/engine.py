@@ -182,11 +182,11 @@ async def bench_binary(name: str, model: MADE, args: argparse.Namespace) -> None
         await engine.stop(1.0)
 
 
-async def bench_faces(model: MADE, args: argparse.Namespace) -> None:
+async def bench_faces(name: str, model: MADE, args: argparse.Namespace) -> None:
     d = model.data_dim
     half = d // 2
     data = Path("../shared/data/olivetti_faces.npz")
-    engine = Engine(model, EngineConfig(), "faces")
+    engine = Engine(model, EngineConfig(), name)
     await engine.start()
     try:
         if data.is_file():
@@ -202,7 +202,7 @@ async def bench_faces(model: MADE, args: argparse.Namespace) -> None:
             )
             ref = reference_seconds(model, n, args.ref_steps, half, args.full_reference)
             report(
-                "faces",
+                name,
                 f"bottom-half completion ({half} steps), n={n}, {source}",
                 f"{t * 1e3:,.1f} ms",
                 f"{ref / t:,.0f}x reference loop on the same {n} ({ref:,.2f} s)",
@@ -212,7 +212,7 @@ async def bench_faces(model: MADE, args: argparse.Namespace) -> None:
         t = min([await _atimed(engine.log_prob(x)) for _ in range(args.reps)])
         base = log_prob_rate(model, 256)
         report(
-            "faces",
+            name,
             "log-prob through the engine, batch 256",
             f"{256 / t:,.0f} images/s",
             f"{256 / t / base:.0%} of plain model.log_prob ({base:,.0f} images/s)",
@@ -269,13 +269,13 @@ async def run(args: argparse.Namespace) -> None:
     if "random" in wanted:
         await bench_binary("random-2x500", random_model(), args)
     for name in [m for m in wanted if m != "random"]:
-        folder = Path("models") / name
+        folder = Path(name) if "/" in name else Path("models") / name  # a path: say, an older checkpoint
         if not (folder / "model.safetensors").is_file():
-            print(f"(models/{name} absent: skipped)")
+            print(f"({folder} absent: skipped)")
             continue
         model, _ = load_model(folder, verify=False)
         if model.dist.n_bins > 2:  # gray levels: the faces completion benchmark
-            await bench_faces(model, args)
+            await bench_faces(name, model, args)
         else:
             await bench_binary(name, model, args)
 
@@ -290,7 +290,7 @@ def main() -> None:
     p.add_argument(
         "--models",
         default="random,mnist,mnist-4k,mnist-fast,faces",
-        help="'random' and/or folders under models/",
+        help="'random', folders under models/, or paths to model folders (with a '/')",
     )
     p.add_argument("--out", type=Path, help="also write the figures as Markdown here")
     args = p.parse_args()
