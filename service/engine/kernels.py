@@ -29,8 +29,8 @@ position ``i`` is drawn, its window's inputs ``inp[s, lidx[k, i, n]]`` (``-1``: 
 the context ``out[s, i*P + n_params:]`` go through the tied MLP, whose output is added to the first
 ``n_params`` values of the block, which then hold the final parameters (Bernoulli rows are scored
 from them after the last step). ``lmeta = [layers, N, C, n_params]``; layer ``l`` has ``lsizes[l + 1]``
-units, weights ``lw[lofs[l] + c*lsizes[l + 1] + j]`` (input ``c`` to unit ``j``: ``nn.Linear``'s weight
-transposed) and its biases after them.
+units, weights ``lw[lofs[l] + j*lsizes[l] + c]`` (input ``c`` to unit ``j``, row-major as ``nn.Linear``)
+and its biases after them.
 """
 
 from __future__ import annotations
@@ -223,7 +223,21 @@ def _logistic_draw(
     return float(lo), _bin_log_mass(lo, nb, nc, tmp)
 
 
-@njit(cache=True, fastmath={"contract"})
+@njit(cache=True, fastmath={"contract", "reassoc"})
+def _dense(x: np.ndarray, w: np.ndarray, b: np.ndarray, z: np.ndarray) -> None:
+    """``z = W x + b`` for one layer of the local head, ``w`` row-major ``(len(z), len(x))``; each row a
+    dot product the compiler may reorder, so it vectorises (summation order is not the reference's
+    anyway, as for every accumulator here)."""
+    n_in = x.shape[0]
+    for j in range(z.shape[0]):
+        acc = b[j]
+        row = w[j * n_in : (j + 1) * n_in]
+        for c in range(n_in):
+            acc += row[c] * x[c]
+        z[j] = acc
+
+
+@njit(cache=True)
 def _local_head(
     out: np.ndarray,
     base: int,
@@ -237,8 +251,7 @@ def _local_head(
     act: int,
 ) -> None:
     """Add the local head's correction to the parameters ``out[base : base + n_params]`` of one row
-    (``lidx``: the window's positions for this position; ``scr``: two buffers of the widest layer).
-    Each layer is a sum of input-scaled weight rows (``z += x_c W[c, :]``), which vectorises."""
+    (``lidx``: the window's positions for this position; ``scr``: two buffers of the widest layer)."""
     n_layers, n_nb, n_ctx, n_par = lmeta[0], lmeta[1], lmeta[2], lmeta[3]
     width = scr.shape[0] // 2
     src, dst = 0, width
@@ -250,16 +263,9 @@ def _local_head(
     for li in range(n_layers + 1):
         n_in, n_out = lsizes[li], lsizes[li + 1]
         w0 = lofs[li]
+        b0 = w0 + n_in * n_out
         z = scr[dst : dst + n_out]
-        bias = lw[w0 + n_in * n_out : w0 + n_in * n_out + n_out]
-        for j in range(n_out):
-            z[j] = bias[j]
-        for c in range(n_in):
-            xc = scr[src + c]
-            if xc != 0:
-                row = lw[w0 + c * n_out : w0 + (c + 1) * n_out]
-                for j in range(n_out):
-                    z[j] += xc * row[j]
+        _dense(scr[src : src + n_in], lw[w0:b0], lw[b0 : b0 + n_out], z)
         if li < n_layers:
             for j in range(n_out):
                 z[j] = _act(z[j], act)

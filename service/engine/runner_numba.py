@@ -125,7 +125,7 @@ class NumbaRunner:
             return
         linears = [*head.layers, head.out]
         sizes = [linears[0].in_features, *[lin.out_features for lin in linears]]
-        parts = [np.concatenate([_np(lin.weight.T).reshape(-1), _np(lin.bias)]) for lin in linears]
+        parts = [np.concatenate([_np(lin.weight).reshape(-1), _np(lin.bias)]) for lin in linears]
         n_nb = int(self.plans[0].local.shape[1])  # type: ignore[union-attr]
         n_ctx = self.model.config.local_context
         self.lmeta = np.array([len(head.layers), n_nb, n_ctx, self.model.dist.n_params], dtype=np.int64)
