@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,24 +18,7 @@ from PIL import Image
 from service.cli import main
 from service.client import MadeClient
 from service.client.images import tile
-from tests.client.server import REPO, H, W, build_repo, thread_server
-
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_repo(tmp_path_factory.mktemp("cli-models"))
-
-
-@pytest.fixture(scope="module")
-def url(repo: Path) -> Iterator[str]:
-    with thread_server(repo) as u:
-        yield u
-
-
-@pytest.fixture(autouse=True)
-def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("MADE_URL", "MADE_API_KEY", "MADE_MODEL_DIR", "MADE_DEFAULT_MODEL"):
-        monkeypatch.delenv(name, raising=False)
+from tests.client.server import REPO, H, W
 
 
 def pixels(path: Path) -> np.ndarray:

@@ -3,7 +3,6 @@ temperature, remote and in-process alike; a negative or non-numeric value is ref
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,24 +11,7 @@ from PIL import Image
 
 from service.cli import main
 from service.client import MadeClient
-from tests.client.server import H, W, build_repo, thread_server
-
-
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_repo(tmp_path_factory.mktemp("cli-temperature-models"))
-
-
-@pytest.fixture(scope="module")
-def url(repo: Path) -> Iterator[str]:
-    with thread_server(repo) as u:
-        yield u
-
-
-@pytest.fixture(autouse=True)
-def _no_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("MADE_URL", "MADE_API_KEY", "MADE_MODEL_DIR", "MADE_DEFAULT_MODEL"):
-        monkeypatch.delenv(name, raising=False)
+from tests.client.server import H, W
 
 
 def test_sample_and_complete_at_a_temperature(url: str, repo: Path, tmp_path: Path) -> None:

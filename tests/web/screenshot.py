@@ -33,7 +33,7 @@ from tests.client.server import REPO, process_server
 __all__ = ["CHROMIUM", "Shot", "main", "take_screenshot"]
 
 CHROMIUM = Path("/usr/bin/chromium")
-# the flags of tests/web/test_browser.py (kept here too: importing that module outside pytest would skip)
+# headless chromium cut off from the network (tests/web/test_browser.py uses the same flags)
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",

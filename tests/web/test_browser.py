@@ -18,19 +18,10 @@ from PIL import Image
 
 from service.client import MadeClient
 from tests.client.server import H, W, build_repo, process_server
+from tests.web.screenshot import CHROMIUM_ARGS
 
 CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",  # no name resolves: no way out
-]
+ARGS = CHROMIUM_ARGS
 TIMEOUT_MS = 60_000
 
 playwright = pytest.importorskip(
