@@ -41,6 +41,8 @@ def _check_poolable(models: Sequence[MADE]) -> None:
             raise ValueError(f"{where} has {m.num_masks} masks; pooling takes single-mask models")
         if m.dist.spec()["type"] != "bernoulli":
             raise ValueError(f"{where}: pooling weighs logits, so it needs Bernoulli outputs")
+        if m.local_head is not None:
+            raise ValueError(f"{where} has a local head; pooling adds up plain MADE layers only")
         if m.data_dim != first.data_dim or not torch.equal(m.input_degrees, first.input_degrees):
             raise ValueError(f"{where} orders the dimensions differently from model 0")
         if m.config.activation != first.config.activation:

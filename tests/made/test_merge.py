@@ -81,6 +81,7 @@ def test_pooled_checkpoint_round_trip(tmp_path):
         (dict(ordering="reversed"), "orders the dimensions"),
         (dict(activation="tanh"), "uses tanh"),
         (dict(hidden=(8, 8)), "hidden layers"),
+        (dict(image_shape=(2, 4), local_rows=1, local_cols=1, local_hidden=(4,)), "local head"),
     ],
 )
 def test_pool_refuses_sources_it_cannot_combine(other, match):
