@@ -7,27 +7,18 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.engine.client import EngineClient
+from tests.waiting import UNTIL, until
 
 from .conftest import Api, D, assert_problem, hang_up, serve, settings_for
 
 pytestmark = pytest.mark.anyio
-
-UNTIL = 30.0  # longest wait for a condition (a bound against hangs, never a measurement)
-
-
-async def until(cond: Callable[[], bool]) -> None:
-    for _ in range(int(UNTIL / 0.01)):
-        if cond():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition never held")
 
 
 @pytest.fixture(scope="module")

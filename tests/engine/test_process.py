@@ -28,6 +28,7 @@ from service.engine.ipc import (
 from service.engine.process import EngineProcess, EngineProcessSpec
 from service.engine.types import LogProbOutput, SampleOutput
 from service.made import load_model, save_model
+from tests.waiting import UNTIL, until
 
 from .conftest import make_model
 
@@ -35,7 +36,6 @@ T = TypeVar("T")
 CONFIG = EngineConfig(
     admission_window_ms=250.0
 )  # an idle engine holds a request that long: cancelled in time
-UNTIL = 30.0  # longest wait for a condition (a bound against hangs, never a measurement)
 
 
 class Recorder:
@@ -53,14 +53,6 @@ class Recorder:
 
     def gauges(self, queued_rows: int, active_rows: int) -> None:
         pass
-
-
-async def until(cond: Callable[[], bool]) -> None:
-    for _ in range(int(UNTIL / 0.01)):
-        if cond():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition never held")
 
 
 @pytest.fixture(scope="module")
