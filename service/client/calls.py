@@ -238,30 +238,13 @@ def _complete(
     scale: int | None = None,
     temperature: float | None = None,
 ) -> Call[T]:
+    common = dict(model=model, n=n, seed=seed, temperature=temperature, known_rows=known_rows, format=fmt)
     if is_file(image):
-        params = _options(
-            model=model,
-            n=n,
-            seed=seed,
-            temperature=temperature,
-            known_rows=known_rows,
-            format=fmt,
-            resize=resize or None,
-            scale=scale,
-        )
+        params = _options(**common, resize=resize or None, scale=scale)
         params.update(_upload_options(threshold, invert))
         return Call("POST", "/complete", parse, params=params, files=[_upload("file", image, 0)])  # type: ignore[arg-type]
     _no_upload_options(threshold, invert)
-    body = _options(
-        model=model,
-        n=n,
-        seed=seed,
-        temperature=temperature,
-        known_rows=known_rows,
-        format=fmt,
-        resize=resize,
-        scale=scale,
-    )
+    body = _options(**common, resize=resize, scale=scale)
     body["inputs"] = [_json_image(image)]  # type: ignore[arg-type]
     return Call("POST", "/complete", parse, json=body)
 

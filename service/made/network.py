@@ -259,12 +259,11 @@ class MADE(nn.Module):
         self._refresh_local()
 
     def _refresh_local(self) -> None:
-        """The local head's per-mask mask ``(K, D, N)`` and gather index (dropped entries read a zero
-        column at index ``D``), from the window and the input degrees."""
+        """The local head's per-mask gather index ``(K, D, N)``: the window, with what the mask (from the
+        input degrees) drops pointed at a zero column at index ``D``."""
         if self.local_head is None:
             return
         masks = torch.stack([local_mask(self.local_index, deg) for deg in self.input_degrees])
-        self.register_buffer("local_masks", masks, persistent=False)
         gather = gather_index(self.local_index.expand_as(masks), masks, self.data_dim)
         self.register_buffer("local_gather", gather, persistent=False)
 

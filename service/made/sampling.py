@@ -209,9 +209,9 @@ def final_params(
     o = out[:, start:stop]
     if plan.local is None or model.local_head is None:
         return o
-    padded = torch.cat([inp, inp.new_zeros(inp.shape[0], 1)], dim=1)
-    p = model.dist.n_params
-    nb = padded[:, plan.local[start:stop]]
+    d, p = inp.shape[1], model.dist.n_params
+    index = plan.local[start:stop]  # D where masked: read inp there and zero it (no padded copy per step)
+    nb = torch.where(index < d, inp[:, index.clamp(max=d - 1)], 0.0)
     return o[..., :p] + model.local_head(nb, o[..., p:], model.activation, model.dropout)
 
 

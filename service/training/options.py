@@ -45,7 +45,6 @@ class Option:
     target: Literal["model", "train", "run"]
     type: Callable[[str], Any] | None = None
     choices: Sequence[str] | None = None
-    flag: bool = True  # False: a preset key with no flag (set by presets, recorded in cards)
 
     @property
     def is_switch(self) -> bool:

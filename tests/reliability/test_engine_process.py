@@ -21,7 +21,9 @@ ROWS = 32
 
 @pytest.mark.slow
 def test_sigterm_drains_through_the_engine_process(tmp_path: Path) -> None:
-    make_model(tmp_path / "models" / "slow", (32, 32), (500,), seed=1)
+    # wide enough that 4 x 32 rows drawn one at a time outlast the engine's 50 ms reports by far (with
+    # 500 units they could all finish before a front-end's /metrics ever showed a queued row)
+    make_model(tmp_path / "models" / "slow", (32, 32), (4000,), seed=1)
     settings = {
         "MADE_DEFAULT_MODEL": "slow",
         "MADE_ENGINE_PROCESS": "true",
