@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shutil
 import signal
 import sys
+import tempfile
+from collections.abc import Iterator
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -90,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     signal.signal(signal.SIGTERM, _exit_cleanly)
+    with _shared_metrics(settings.workers):
+        return _serve(settings)
+
+
+def _serve(settings: Settings) -> int:
     engine = None
     try:
         if settings.engine_process and settings.engine_address is None:
@@ -101,6 +110,25 @@ def main(argv: list[str] | None = None) -> int:
         if engine is not None:  # after the front-ends have drained: the engine drains what is left
             engine.stop(settings.shutdown_grace_s)
     return 0
+
+
+@contextlib.contextmanager
+def _shared_metrics(workers: int) -> Iterator[None]:
+    """Several front-ends: one Prometheus multiprocess folder for all of them, fresh for this run and
+    removed after it, so any front-end's ``/metrics`` answers the whole service's figures (see
+    :mod:`service.api.metrics`). A ``PROMETHEUS_MULTIPROC_DIR`` already set is used as it is."""
+    from service.api.metrics import MULTIPROC_ENV
+
+    if workers < 2 or os.environ.get(MULTIPROC_ENV):
+        yield
+        return
+    folder = tempfile.mkdtemp(prefix="made-metrics-")
+    os.environ[MULTIPROC_ENV] = folder  # read by each front-end's prometheus-client when it starts
+    try:
+        yield
+    finally:
+        del os.environ[MULTIPROC_ENV]
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _start_engine_process(settings: Settings) -> EngineProcess | None:
@@ -140,6 +168,8 @@ def _run_uvicorn(settings: Settings) -> None:
         http=GuardedHttpToolsProtocol,  # httptools, plus a header deadline and a bound on connections
         timeout_keep_alive=settings.keep_alive_s,  # type: ignore[arg-type]  # a float works with call_later
         access_log=False,  # the app writes its own access line (request id, duration, status)
+        # uvicorn's 5 s default kills a worker still importing torch and loading models, over and over
+        timeout_worker_healthcheck=settings.worker_healthcheck_s,
     )
 
 

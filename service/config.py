@@ -24,6 +24,12 @@ class Settings(BaseSettings):
         description="uvicorn worker processes: each loads every model, or with MADE_ENGINE_PROCESS, "
         "HTTP front-ends sharing the one engine process.",
     )
+    worker_healthcheck_s: int = Field(
+        120,
+        ge=1,
+        description="With MADE_WORKERS > 1: seconds a worker may leave uvicorn's health check unanswered "
+        "(start-up and model loading included) before it is killed and replaced.",
+    )
     engine_process: bool = Field(
         False,
         description="Run the engines in a process of their own, fed by the HTTP front-end(s) over a Unix socket "

@@ -58,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await registry.stop()
+            metrics.close()
 
     app = FastAPI(
         title="MADE inference service",

@@ -3,9 +3,18 @@
 Each app owns a :class:`CollectorRegistry`, so several apps (tests) never clash in the global one.
 Engines report through :class:`EngineMetricsAdapter`, which implements the engine's
 ``EngineMetrics`` protocol with a ``model`` label.
+
+With several front-end processes (``MADE_WORKERS``), a scrape reaches one of them at random: alone,
+each would answer its own counts, and a counter would seem to jump back and forth between scrapes.
+So ``serve`` then points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh folder (prometheus-client's
+multiprocess mode: every process writes its values to files there) and :meth:`ApiMetrics.render`
+answers the sum over all of them: counters and histograms add up, the row gauges too (over live
+processes), and ``made_model_ready`` is the least over live processes (1 only if every one serves).
 """
 
 from __future__ import annotations
+
+import os
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -14,9 +23,14 @@ from prometheus_client import (
     Gauge,
     Histogram,
     generate_latest,
+    multiprocess,
+    values,
 )
 
-__all__ = ["CONTENT_TYPE_LATEST", "ApiMetrics", "EngineMetricsAdapter"]
+__all__ = ["CONTENT_TYPE_LATEST", "MULTIPROC_ENV", "ApiMetrics", "EngineMetricsAdapter"]
+
+#: prometheus-client's switch to multiprocess mode: read once, when it is first imported
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _STEP_BUCKETS = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0)
@@ -43,10 +57,18 @@ class ApiMetrics:
             registry=r,
         )
         self.queued_rows = Gauge(
-            "made_engine_queued_rows", "Rows waiting for admission.", ["model"], registry=r
+            "made_engine_queued_rows",
+            "Rows waiting for admission.",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.active_rows = Gauge(
-            "made_engine_active_rows", "Rows being advanced by the engine.", ["model"], registry=r
+            "made_engine_active_rows",
+            "Rows being advanced by the engine.",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.step_seconds = Histogram(
             "made_engine_step_seconds",
@@ -84,7 +106,11 @@ class ApiMetrics:
         )
         self._http: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self.models_ready = Gauge(
-            "made_model_ready", "1 when the model's engine is serving.", ["model"], registry=r
+            "made_model_ready",
+            "1 when the model's engine is serving.",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livemin",
         )
 
     def observe_http(self, route: str, method: str, status: int, seconds: float) -> None:
@@ -103,8 +129,24 @@ class ApiMetrics:
         return EngineMetricsAdapter(self, model)
 
     def render(self) -> bytes:
-        """Prometheus text exposition of the registry."""
-        return generate_latest(self.registry)
+        """Prometheus text exposition of the registry, or in multiprocess mode of every process's."""
+        if not multiprocess_mode():
+            return generate_latest(self.registry)
+        combined = CollectorRegistry()
+        multiprocess.MultiProcessCollector(combined)
+        return generate_latest(combined)
+
+    def close(self) -> None:
+        """This process stops serving: in multiprocess mode its live gauges leave the sums (its counts
+        stay in them, as a counter never falls)."""
+        if multiprocess_mode():
+            multiprocess.mark_process_dead(os.getpid())
+
+
+def multiprocess_mode() -> bool:
+    """Whether prometheus-client keeps values in :data:`MULTIPROC_ENV`'s files (decided when it was
+    imported, from the environment then)."""
+    return values.ValueClass is not values.MutexValue
 
 
 class EngineMetricsAdapter:

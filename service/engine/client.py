@@ -147,6 +147,8 @@ class EngineConnection:
     def _beat(self, header: dict[str, Any]) -> None:
         self._last_beat = time.monotonic()
         self.state = header["models"]
+        if not header.get("owner", True):  # another front-end exports the engine's metrics
+            return
         for ev in header["events"]:  # the engine's metric hooks, replayed into this process's registry
             client = self.clients.get(ev[1])
             if client is None:

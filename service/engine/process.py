@@ -8,7 +8,11 @@ The engine process loads the model folders it is given, starts and warms their e
 the Unix socket ``spec.address``. A front-end (:mod:`.client`) sends ``CALL`` messages (model, engine
 method, keyword arguments) and ``CANCEL`` when its caller goes away; each call runs as a task here and
 is answered with ``RESULT`` or ``ERROR``. Every ``beat_s`` each front-end gets a ``BEAT``: the engines'
-state and the metric events since the last beat, which it applies to its own Prometheus registry.
+state, and for one front-end (the *owner*: the longest connected) the metric events since the last beat
+and the gauges, which it applies to its own Prometheus registry. So the engine's counters are exported
+once across all front-ends and add up when their ``/metrics`` are summed (``MADE_WORKERS`` front-ends
+share one multiprocess registry, see :mod:`service.api.metrics`; separate services are summed by
+Prometheus).
 
 The process ignores SIGINT and SIGTERM: its parent (:class:`EngineProcess`) decides when it stops,
 after the front-ends have drained. It stops on the parent's ``"stop"``, or when the parent is gone (the
@@ -122,7 +126,7 @@ class EngineServer:
         self.models: list[dict[str, Any]] = []
         self.failed: dict[str, dict[str, str]] = {}
         self.events: list[list[Any]] = []
-        self.peers: set[MessageProtocol] = set()  # front-ends that said hello
+        self.peers: dict[MessageProtocol, None] = {}  # front-ends that said hello, oldest (the owner) first
         self.tasks: dict[tuple[MessageProtocol, int], asyncio.Task[None]] = {}
         self.server: asyncio.Server | None = None
 
@@ -174,14 +178,14 @@ class EngineServer:
             if task is not None:  # after the task's first step (scheduled before this): it has reached
                 asyncio.get_running_loop().call_soon(task.cancel)  # the engine, which counts it cancelled
         elif kind == HELLO:
-            self.peers.add(peer)
+            self.peers[peer] = None
             peer.send(self.welcome())
         elif kind == BYE:
-            self.peers.discard(peer)
+            self.peers.pop(peer, None)
 
     def on_lost(self, peer: MessageProtocol, exc: Exception | None) -> None:
         """A front-end went away: nobody waits for its calls any more."""
-        self.peers.discard(peer)
+        self.peers.pop(peer, None)
         for (p, _), task in list(self.tasks.items()):
             if p is peer:
                 task.cancel()
@@ -214,12 +218,20 @@ class EngineServer:
                 return
             peer.send(encode_result(rid, out))
 
-    def beat_frames(self, running: bool = True) -> list[bytes]:
-        """Each engine's state and the metric events since the last beat (then forgotten)."""
+    def beat_frames(self, running: bool = True) -> tuple[list[bytes], list[bytes]]:
+        """Each engine's state, with the metric events since the last beat (then forgotten) for the
+        owner; the same state without them for every other front-end."""
         models = self.state(running)
         events = self.events[:] if self.peers else []
         self.events.clear()
-        return pack(BEAT, {"models": models, "events": events})
+        owner = pack(BEAT, {"models": models, "events": events, "owner": True})
+        return owner, pack(BEAT, {"models": models, "events": [], "owner": False})
+
+    def send_beat(self, running: bool = True) -> None:
+        """One beat to every front-end: the oldest gets the metric events."""
+        owner, others = self.beat_frames(running)
+        for i, peer in enumerate(list(self.peers)):
+            peer.send(others if i else owner)
 
     def state(self, running: bool = True) -> dict[str, dict[str, Any]]:
         """Each engine's statistics, gauges and Retry-After estimate, by model."""
@@ -237,9 +249,7 @@ class EngineServer:
             await asyncio.sleep(self.spec.beat_s)
             if len(self.events) > _MAX_EVENTS:
                 self.events.clear()
-            frames = self.beat_frames()
-            for peer in list(self.peers):
-                peer.send(frames)
+            self.send_beat()
 
     async def drain(self) -> None:
         """Drain every engine (calls still in flight finish within ``grace_s``), then tell the
@@ -247,9 +257,7 @@ class EngineServer:
         await asyncio.gather(
             *(e.stop(self.spec.grace_s) for e in self.engines.values()), return_exceptions=True
         )
-        frames = self.beat_frames(running=False)
-        for peer in list(self.peers):
-            peer.send(frames)
+        self.send_beat(running=False)
 
     async def close(self) -> None:
         if self.server is not None:

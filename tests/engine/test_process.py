@@ -215,6 +215,40 @@ def test_a_dead_engine_process_fails_calls_at_once(folder: Path) -> None:
         proc.stop(0.0)
 
 
+def test_one_front_end_exports_the_engine_metrics(folder: Path) -> None:
+    """Summed over front-ends, the engine's counters count each request once: the oldest front-end
+    gets the metric events (whoever sent the call), and the next one once it has gone."""
+    proc = spawn(folder)
+
+    async def main() -> None:
+        conns, clients, recs = [], [], []
+        for _ in range(2):
+            conn = EngineConnection(proc.address)
+            (desc,) = (await conn.connect())["models"]
+            rec = Recorder()
+            client = EngineClient(conn, desc["name"], CONFIG, desc["backend"], rec)
+            await until(lambda c=client: c.running)  # type: ignore[misc]
+            conns.append(conn)
+            clients.append(client)
+            recs.append(rec)
+        await clients[1].sample(2, 1)  # through the younger front-end
+        await until(lambda: ("sample", "ok") in recs[0].done)
+        await clients[1].log_prob(np.zeros((1, 16), np.float32))
+        await until(lambda: ("log_prob", "ok") in recs[0].done)
+        assert recs[1].done == [] and recs[1].steps == 0
+        assert recs[0].done.count(("sample", "ok")) == 1
+        await conns[0].close()  # the owner goes: the other front-end takes over
+        await clients[1].sample(1, 2)
+        await until(lambda: ("sample", "ok") in recs[1].done)
+        assert recs[1].done.count(("sample", "ok")) == 1
+        await conns[1].close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        assert proc.stop(2.0) == 0
+
+
 def test_the_engine_process_exits_when_its_parent_goes(folder: Path) -> None:
     proc = spawn(folder)
     proc._conn.close()  # what the parent's death does to the pipe

@@ -42,7 +42,7 @@ def test_sigterm_drains_through_the_engine_process(tmp_path: Path) -> None:
 
         with ThreadPoolExecutor(4) as pool:
             futures = [pool.submit(request, i) for i in range(4)]
-            # some front-end sees the engine's queue (every front-end gets the engine's counters)
+            # a front-end reports the engine's queue (the front-ends share one multiprocess registry)
             wait_for(lambda: gauges(server.url).get("made_engine_queued_rows", 0) >= 1, timeout_s=60)
             assert server.proc is not None
             server.proc.send_signal(signal.SIGTERM)
