@@ -8,13 +8,15 @@ passing it around. Lines outside a request (start-up, the engine loop) have ``re
 
 from __future__ import annotations
 
-import json
 import logging
+import math
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 __all__ = [
     "EXTRA_FIELDS",
@@ -57,11 +59,28 @@ class RequestIdFilter(logging.Filter):
 
 class JsonFormatter(logging.Formatter):
     """``{"ts", "level", "logger", "message", "request_id", ...}``; access lines add method, path,
-    status, duration_ms; exceptions add ``exc`` (logs only: responses never carry tracebacks)."""
+    status, duration_ms; exceptions add ``exc`` (logs only: responses never carry tracebacks).
+
+    There is one access line per request, so it is kept cheap: orjson encodes it (a value it cannot
+    encode is written as its ``str``), and the date and time are formatted once per second
+    (``python -m bench.logline``: 22-25 us a line against 30-35 us with ``json`` and a ``datetime``)."""
+
+    _second = -1
+    _prefix = ""
+
+    def _timestamp(self, created: float) -> str:
+        """ISO 8601 UTC with milliseconds, as ``datetime.isoformat(timespec="milliseconds")`` writes it."""
+        frac, whole = math.modf(created)
+        us = round(frac * 1e6)  # rounded to microseconds first, as datetime.fromtimestamp does
+        second = int(whole) + us // 1_000_000
+        if second != self._second:
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return f"{self._prefix}.{us % 1_000_000 // 1000:03d}+00:00"
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "ts": self._timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -76,7 +95,7 @@ class JsonFormatter(logging.Formatter):
                 out[key] = value
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str)
+        return orjson.dumps(out, default=str).decode()
 
 
 def log_config(level: str = "info", as_json: bool = True) -> dict[str, Any]:

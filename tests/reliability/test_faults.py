@@ -110,8 +110,8 @@ def test_client_that_hangs_up_frees_its_rows(server: Server) -> None:
     after = gauges(server.url)
     assert after.get("sample:ok", 0) == before.get("sample:ok", 0)  # it was never finished
     # The access log has the request, answered 499, under the id the client sent.
-    wait_for(lambda: '"request_id": "hangup-1"' in server.log(), timeout_s=5)
-    line = next(json.loads(x) for x in server.log().splitlines() if '"request_id": "hangup-1"' in x)
+    wait_for(lambda: '"request_id":"hangup-1"' in server.log(), timeout_s=5)
+    line = next(json.loads(x) for x in server.log().splitlines() if '"request_id":"hangup-1"' in x)
     assert line["logger"] == "service.access" and line["status"] == 499
     # A full request right after gets its rows.
     r = httpx.post(f"{server.url}/sample", json={"n": 2, "seed": 1}, timeout=60, trust_env=False)
@@ -155,7 +155,7 @@ def test_sigterm_drains_in_flight_requests_and_refuses_new_ones(server: Server) 
     log = server.log()
     assert "Application shutdown complete" in log
     assert all(json.loads(line) for line in log.splitlines())  # every line JSON
-    drained = [json.loads(x) for x in log.splitlines() if '"request_id": "drain-' in x]
+    drained = [json.loads(x) for x in log.splitlines() if '"request_id":"drain-' in x]
     assert sorted(x["request_id"] for x in drained if x["logger"] == "service.access") == [
         f"drain-{i}" for i in range(6)
     ]
