@@ -27,7 +27,9 @@ from .server import REPO
 __all__ = ["closed_loop", "main"]
 
 
-async def closed_loop(folder: Path, clients: int, seconds: float, python_ms: float) -> tuple[float, float, int]:
+async def closed_loop(
+    folder: Path, clients: int, seconds: float, python_ms: float
+) -> tuple[float, float, int]:
     """Requests per second, cores busy (process CPU over wall time) and chunks run."""
     model, _ = load_model(folder, verify=False)
     engine = Engine(model, EngineConfig(), folder.name)

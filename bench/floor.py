@@ -31,7 +31,14 @@ def _canned() -> dict[str, bytes]:
     rng = np.random.default_rng(0)
     digit = rng.integers(0, 2, (1, 28, 28))
     face = rng.integers(0, 256, (1, 64, 64))
-    sample = {"model": "floor", "seed": 1, "images": digit.tolist(), "log_prob": [-90.5], "known_rows": None}
+    sample = {
+        "model": "floor",
+        "seed": 1,
+        "images": digit.tolist(),
+        "log_prob": [-90.5],
+        "known_rows": None,
+        "temperature": 1.0,
+    }
     logprob = {"model": "floor", "log_prob": [-90.5], "bits_per_dim": [0.166], "log_prob_per_dim": None}
     complete = {**sample, "images": face.tolist(), "known_rows": 32}
     buf = io.BytesIO()  # encoded once: the floor does not pay for PNG encoding per request

@@ -86,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "X-Seed",
                 "X-Model",
                 "X-Known-Rows",
+                "X-Temperature",
                 "X-Log-Prob",
                 "X-Bits-Per-Dim",
                 "X-Heatmap-Max-Nats",

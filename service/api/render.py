@@ -54,9 +54,11 @@ async def sample_response(
     known: np.ndarray | None = None,
     known_rows: int | None = None,
     scale: int = 1,
+    temperature: float = 1.0,
 ) -> Response:
     """``x`` ``(n, D)`` model values; with ``known`` (``(D,)``, a completion's input) the PNG puts the
-    input first, beside its completions, each pixel drawn ``scale x scale``."""
+    input first, beside its completions, each pixel drawn ``scale x scale``. The seed and temperature
+    go back with the images (JSON fields, or ``X-Seed`` and ``X-Temperature``), which reproduce them."""
     if fmt == "png":
         h, w = entry.grid_shape
         images = x.reshape(-1, h, w)
@@ -74,7 +76,7 @@ async def sample_response(
                 scale=scale,
             )
         )
-        headers = {"X-Seed": str(seed), "X-Model": entry.name}
+        headers = {"X-Seed": str(seed), "X-Model": entry.name, "X-Temperature": repr(float(temperature))}
         if known_rows is not None:
             headers["X-Known-Rows"] = str(known_rows)
         return Response(png, media_type="image/png", headers=headers)
@@ -85,5 +87,6 @@ async def sample_response(
             "images": _as_images(x, entry),
             "log_prob": np.ascontiguousarray(log_prob, dtype=np.float64),
             "known_rows": known_rows,
+            "temperature": float(temperature),
         }
     )

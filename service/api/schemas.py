@@ -203,6 +203,9 @@ class SampleResponse(BaseModel):
     )
     log_prob: list[float] = Field(description="Exact log p(x) (nats) of each full image under the model.")
     known_rows: int | None = Field(None, description="Completions: rows copied from the input.")
+    temperature: float = Field(
+        1.0, description="The temperature the images were drawn at; with `seed` it reproduces them."
+    )
 
 
 class ModelFacts(BaseModel):
@@ -290,6 +293,7 @@ _HEADER_DOC = {
     "X-Seed": ({"type": "integer"}, "PNG answers: the seed that reproduces the images."),
     "X-Model": ({"type": "string"}, "PNG answers: the model that answered."),
     "X-Known-Rows": ({"type": "integer"}, "PNG completions: rows copied from the input."),
+    "X-Temperature": ({"type": "number"}, "PNG answers: the temperature the images were drawn at."),
     "X-Log-Prob": ({"type": "number"}, "Heat map: log p(x) in nats."),
     "X-Bits-Per-Dim": ({"type": "number"}, "Heat map: -log2 p(x) / D."),
     "X-Heatmap-Max-Nats": ({"type": "number"}, "Heat map: the surprise (nats) of the brightest colour."),
@@ -302,6 +306,7 @@ SAMPLE_EXAMPLE = {
     "images": [_DIGIT],
     "log_prob": [_EXAMPLE_LOG_PROB],
     "known_rows": None,
+    "temperature": 1.0,
 }
 COMPLETE_EXAMPLE = {**SAMPLE_EXAMPLE, "seed": 7, "known_rows": 14}
 LOG_PROB_EXAMPLE = {

@@ -149,8 +149,21 @@ def _int_header(r: httpx.Response, name: str) -> int | None:
     return int(value) if value is not None and value.lstrip("-").isdigit() else None
 
 
+def _float_header(r: httpx.Response, name: str) -> float | None:
+    try:
+        return float(r.headers[name])
+    except (KeyError, ValueError):
+        return None
+
+
 def _png(r: httpx.Response) -> Png:
-    return Png(r.content, r.headers.get("x-model"), _int_header(r, "x-seed"), _int_header(r, "x-known-rows"))
+    return Png(
+        r.content,
+        r.headers.get("x-model"),
+        _int_header(r, "x-seed"),
+        _int_header(r, "x-known-rows"),
+        _float_header(r, "x-temperature"),
+    )
 
 
 def _heatmap(r: httpx.Response) -> Heatmap:

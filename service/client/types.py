@@ -82,13 +82,14 @@ class Readiness(_Body):
 
 class Samples(_Body):
     """Samples or completions: ``n`` images (``H x W`` lists, or flat vectors) and their exact
-    :math:`\\log p(x)` in nats; ``seed`` reproduces them."""
+    :math:`\\log p(x)` in nats; ``seed`` and ``temperature`` reproduce them."""
 
     model: str
     seed: int
     images: list[Any]
     log_prob: list[float]
     known_rows: int | None = None
+    temperature: float = 1.0
 
     def array(self) -> np.ndarray:
         """The images as an ``(n, H, W)`` (or ``(n, D)``) int64 array."""
@@ -112,6 +113,7 @@ class Png:
     model: str | None
     seed: int | None
     known_rows: int | None = None
+    temperature: float | None = None
 
     def save(self, path: str | Path) -> Path:
         p = Path(path)

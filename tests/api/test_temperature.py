@@ -37,6 +37,9 @@ async def test_sample_temperature(api: Api, model: str) -> None:
     warm = await sample(5, 0.5)
     assert warm == await sample(5, 0.5)
     assert warm["images"] != (await sample(5, 1))["images"]
+    # the answer carries what reproduces it: the seed and the temperature
+    assert (warm["seed"], warm["temperature"]) == (5, 0.5)
+    assert greedy[0]["temperature"] == 0.0 and (await sample(5, None))["temperature"] == 1.0
     # log_prob is the model's own log-likelihood of the images, whatever the temperature
     r = await api.client.post("/log-prob", json={"model": model, "inputs": warm["images"]})
     np.testing.assert_allclose(r.json()["log_prob"], warm["log_prob"], rtol=0, atol=1e-3)
@@ -56,6 +59,11 @@ async def test_complete_temperature_json_query_and_form(api: Api) -> None:
     assert by_query.status_code == by_form.status_code == 200, (by_query.text, by_form.text)
     assert by_query.json()["images"] == by_form.json()["images"] == half["images"]
     assert half["images"] != r0.json()["images"]
+    assert half["temperature"] == by_form.json()["temperature"] == 0.5 and r0.json()["temperature"] == 0.0
+    as_png = await api.client.post("/complete", params={**opts, "format": "png"}, files=png)
+    assert as_png.headers["X-Temperature"] == "0.5" and as_png.headers["X-Seed"] == "3"
+    grid = await api.client.post("/sample", json={"model": "gray", "n": 2, "format": "png", "temperature": 0})
+    assert grid.headers["X-Temperature"] == "0.0"
 
 
 BAD_JSON = [-0.5, "0.5", True, None, 1e-9, 101, [1]]

@@ -52,7 +52,7 @@ def test_examples_feed_completion(client: MadeClient) -> None:
 def test_sample_is_reproducible_and_scored(client: MadeClient) -> None:
     a = client.sample(3, seed=11)
     b = client.sample(3, seed=11)
-    assert a.seed == 11 and a.model == "tiny" and a.images == b.images
+    assert a.seed == 11 and a.model == "tiny" and a.images == b.images and a.temperature == 1.0
     x = a.array()
     assert x.shape == (3, H, W) and set(np.unique(x)) <= {0, 1}
     lp = client.log_prob(x)
@@ -65,7 +65,8 @@ def test_sample_is_reproducible_and_scored(client: MadeClient) -> None:
 
 def test_sample_png_carries_seed(client: MadeClient, tmp_path: Path) -> None:
     png = client.sample_png(4, seed=3)
-    assert png.seed == 3 and png.model == "tiny" and png.known_rows is None
+    assert png.seed == 3 and png.model == "tiny" and png.known_rows is None and png.temperature == 1.0
+    assert client.sample_png(1, seed=3, temperature=0.5).temperature == 0.5
     img = Image.open(io.BytesIO(png.save(tmp_path / "g.png").read_bytes()))
     assert img.format == "PNG" and img.size[0] > 2 * W and img.size[1] > 2 * H
 

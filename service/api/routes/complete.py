@@ -50,6 +50,7 @@ _OPENAPI = upload_route_openapi(
             "X-Seed",
             "X-Model",
             "X-Known-Rows",
+            "X-Temperature",
         ),
         **problem_responses(400, 401, 404, 413, 415, 422, 503, 504),
     },
@@ -101,5 +102,13 @@ async def complete(request: Request) -> Response:
         request, entry.engine.complete(known, n_known, n, seed, temperature=temperature)
     )
     return await sample_response(
-        entry, out.x, out.log_prob, out.seed, format, known=known, known_rows=rows, scale=scale
+        entry,
+        out.x,
+        out.log_prob,
+        out.seed,
+        format,
+        known=known,
+        known_rows=rows,
+        scale=scale,
+        temperature=temperature,
     )

@@ -27,7 +27,13 @@ router = APIRouter(tags=["inference"])
     ),
     response_model=SampleResponse,
     responses={
-        **json_or_png("Samples as JSON, or a PNG grid (format=png).", SAMPLE_EXAMPLE, "X-Seed", "X-Model"),
+        **json_or_png(
+            "Samples as JSON, or a PNG grid (format=png).",
+            SAMPLE_EXAMPLE,
+            "X-Seed",
+            "X-Model",
+            "X-Temperature",
+        ),
         **problem_responses(401, 404, 413, 415, 422, 503, 504),
     },
     openapi_extra={
@@ -47,4 +53,6 @@ async def sample(request: Request) -> Response:
     check_scale(body.scale, body.format, "body.scale")
     seed = new_seed() if body.seed is None else body.seed
     out = await run_cancellable(request, entry.engine.sample(body.n, seed, temperature=body.temperature))
-    return await sample_response(entry, out.x, out.log_prob, out.seed, body.format, scale=body.scale)
+    return await sample_response(
+        entry, out.x, out.log_prob, out.seed, body.format, scale=body.scale, temperature=body.temperature
+    )
