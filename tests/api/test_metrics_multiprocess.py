@@ -11,15 +11,19 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from service.api import metrics as api_metrics
 from service.api.metrics import MULTIPROC_ENV
 
 # a front-end's figures: route requests, engine outcomes, the row gauges and readiness, then maybe close()
+# (the module is loaded from its file: importing the service.api package would start torch, seconds each)
 FRONT_END = """
-import sys
-from service.api.metrics import ApiMetrics, multiprocess_mode
-assert multiprocess_mode()
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("made_metrics", sys.argv[5])
+metrics = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(metrics)
+assert metrics.multiprocess_mode()
 n, queued, ready, close = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "close"
-m = ApiMetrics()
+m = metrics.ApiMetrics()
 for _ in range(n):
     m.observe_http("/sample", "POST", 200, 0.01)
     m.engine("tiny").request_done("sample", 0.0, 0.1, "ok")
@@ -33,9 +37,8 @@ sys.stdout.write(m.render().decode())
 
 def _run(code: str, folder: Path, *args: object) -> str:
     env = {**os.environ, MULTIPROC_ENV: str(folder)}
-    out = subprocess.run(
-        [sys.executable, "-c", code, *map(str, args)], env=env, capture_output=True, text=True, check=True
-    )
+    argv = [sys.executable, "-c", code, *map(str, args), api_metrics.__file__]
+    out = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
     return out.stdout
 
 
