@@ -117,7 +117,7 @@ def _shared_metrics(workers: int) -> Iterator[None]:
     """Several front-ends: one Prometheus multiprocess folder for all of them, fresh for this run and
     removed after it, so any front-end's ``/metrics`` answers the whole service's figures (see
     :mod:`service.api.metrics`). A ``PROMETHEUS_MULTIPROC_DIR`` already set is used as it is."""
-    from service.api.metrics import MULTIPROC_ENV
+    from service.config import MULTIPROC_ENV
 
     if workers < 2 or os.environ.get(MULTIPROC_ENV):
         yield

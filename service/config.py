@@ -9,6 +9,10 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+#: prometheus-client's switch to multiprocess mode (read once, when it is first imported); ``serve``
+#: sets it for ``MADE_WORKERS`` > 1 (here, so setting it does not import the API and torch with it)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
 
 class Settings(BaseSettings):
     """Runtime configuration of the service; defaults are safe for a single-host deployment."""

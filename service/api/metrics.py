@@ -27,10 +27,7 @@ from prometheus_client import (
     values,
 )
 
-__all__ = ["CONTENT_TYPE_LATEST", "MULTIPROC_ENV", "ApiMetrics", "EngineMetricsAdapter"]
-
-#: prometheus-client's switch to multiprocess mode: read once, when it is first imported
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+__all__ = ["CONTENT_TYPE_LATEST", "ApiMetrics", "EngineMetricsAdapter"]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 _STEP_BUCKETS = (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 0.01, 0.03, 0.1, 0.3, 1.0)
@@ -144,7 +141,7 @@ class ApiMetrics:
 
 
 def multiprocess_mode() -> bool:
-    """Whether prometheus-client keeps values in :data:`MULTIPROC_ENV`'s files (decided when it was
+    """Whether prometheus-client keeps values in ``PROMETHEUS_MULTIPROC_DIR``'s files (decided when it was
     imported, from the environment then)."""
     return values.ValueClass is not values.MutexValue
 

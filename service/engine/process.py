@@ -218,20 +218,19 @@ class EngineServer:
                 return
             peer.send(encode_result(rid, out))
 
-    def beat_frames(self, running: bool = True) -> tuple[list[bytes], list[bytes]]:
-        """Each engine's state, with the metric events since the last beat (then forgotten) for the
-        owner; the same state without them for every other front-end."""
-        models = self.state(running)
-        events = self.events[:] if self.peers else []
-        self.events.clear()
-        owner = pack(BEAT, {"models": models, "events": events, "owner": True})
-        return owner, pack(BEAT, {"models": models, "events": [], "owner": False})
-
     def send_beat(self, running: bool = True) -> None:
-        """One beat to every front-end: the oldest gets the metric events."""
-        owner, others = self.beat_frames(running)
-        for i, peer in enumerate(list(self.peers)):
-            peer.send(others if i else owner)
+        """Each engine's state to every front-end, with the metric events since the last beat (then
+        forgotten) for the oldest only."""
+        peers = list(self.peers)
+        models = self.state(running)
+        events = self.events[:] if peers else []
+        self.events.clear()
+        if peers:
+            peers[0].send(pack(BEAT, {"models": models, "events": events, "owner": True}))
+        if len(peers) > 1:
+            others = pack(BEAT, {"models": models, "events": [], "owner": False})
+            for peer in peers[1:]:
+                peer.send(others)
 
     def state(self, running: bool = True) -> dict[str, dict[str, Any]]:
         """Each engine's statistics, gauges and Retry-After estimate, by model."""

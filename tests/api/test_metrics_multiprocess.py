@@ -12,7 +12,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.api import metrics as api_metrics
-from service.api.metrics import MULTIPROC_ENV
+from service.config import MULTIPROC_ENV
 
 # a front-end's figures: route requests, engine outcomes, the row gauges and readiness, then maybe close()
 # (the module is loaded from its file: importing the service.api package would start torch, seconds each)
