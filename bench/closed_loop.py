@@ -28,11 +28,11 @@ __all__ = ["closed_loop", "main"]
 
 
 async def closed_loop(
-    folder: Path, clients: int, seconds: float, python_ms: float
+    folder: Path, clients: int, seconds: float, python_ms: float, backend: str = "auto"
 ) -> tuple[float, float, int]:
     """Requests per second, cores busy (process CPU over wall time) and chunks run."""
     model, _ = load_model(folder, verify=False)
-    engine = Engine(model, EngineConfig(), folder.name)
+    engine = Engine(model, EngineConfig(backend=backend), folder.name)
     await engine.start()
     try:
         for i in range(20):  # warm: compiled kernels, a first rate estimate
@@ -63,14 +63,16 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=32)
     p.add_argument("--seconds", type=float, default=4.0)
     p.add_argument("--python-ms", default="0,0.3,0.6", help="comma-separated Python ms per request")
+    p.add_argument("--backends", default="numba,stream", help="comma-separated engine backends")
     args = p.parse_args()
     print(f"{args.model.name}, {args.clients} callers, {args.seconds:g} s each, {os.cpu_count()} CPUs")
-    print("| Python per request (ms) | requests/s | if fully overlapped | cores busy | chunks |")
-    print("| --- | --- | --- | --- | --- |")
+    print("| backend | Python per request (ms) | requests/s | if fully overlapped | cores busy | chunks |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for ms in (float(v) for v in args.python_ms.split(",")):
-        rate, cores, chunks = uvloop.run(closed_loop(args.model, args.clients, args.seconds, ms))
-        bound = "engine's own" if ms == 0 else f"<= {1000.0 / ms:,.0f}"
-        print(f"| {ms:g} | {rate:,.0f} | {bound} | {cores:.2f} | {chunks} |")
+        for backend in args.backends.split(","):
+            rate, cores, chunks = uvloop.run(closed_loop(args.model, args.clients, args.seconds, ms, backend))
+            bound = "engine's own" if ms == 0 else f"<= {1000.0 / ms:,.0f}"
+            print(f"| {backend} | {ms:g} | {rate:,.0f} | {bound} | {cores:.2f} | {chunks} |")
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from service.made import MADE, MADEConfig, load_model, sample_reference
 
 ROWS: list[tuple[str, str, str, str]] = []  # (model, figure, value, baseline / ratio)
 LOAD = os.getloadavg()
+BACKEND = ["auto"]  # the backend the engines resolved to (set by the first engine)
 
 
 def report(model: str, figure: str, value: str, versus: str) -> None:
@@ -106,7 +107,8 @@ def pct(values: list[float], q: float) -> float:
 
 async def bench_binary(name: str, model: MADE, args: argparse.Namespace) -> None:
     d = model.data_dim
-    engine = Engine(model, EngineConfig(), name)
+    engine = Engine(model, EngineConfig(backend=args.backend), name)
+    BACKEND[0] = engine.backend
     await engine.start()
     try:
         # 1. throughput, one request of 256 unconditional samples; measured alternately with plain
@@ -186,7 +188,8 @@ async def bench_faces(name: str, model: MADE, args: argparse.Namespace) -> None:
     d = model.data_dim
     half = d // 2
     data = Path("../shared/data/olivetti_faces.npz")
-    engine = Engine(model, EngineConfig(), name)
+    engine = Engine(model, EngineConfig(backend=args.backend), name)
+    BACKEND[0] = engine.backend
     await engine.start()
     try:
         if data.is_file():
@@ -239,9 +242,11 @@ Notes
   threads; the faster counts. Throughput and its log-prob baseline are measured alternately (medians).
 - "one sample alone": sequential requests, each awaited before the next, through `Engine.sample`.
 - "64 concurrent callers": `asyncio.gather` of 64 `sample(1)` calls vs one `sample(64)`, medians of rounds.
-- Engine defaults (`EngineConfig()`): numba backend, float32 model, blocks of 16 rows; a chunk runs
-  until its first row finishes, within a 50 ms compute budget, and is preempted by arrivals; chunks
-  estimated under 1 ms run on the event-loop thread. Three 256-sample requests warm the engine first.
+- Engine defaults (`EngineConfig()`, backend from `--backend`): float32 model, blocks of 16 rows. The
+  stream backend's kernel threads advance every active row without the GIL; the chunked numba loop's
+  chunk runs until its first row finishes, within a 50 ms compute budget, and is preempted by arrivals
+  (chunks estimated under 1 ms run on the event-loop thread). Three 256-sample requests warm the
+  engine first.
 """
 
 
@@ -251,7 +256,7 @@ def write_markdown(path: Path, argv: str) -> None:
         "",
         f"- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC",
         f"- machine: {cpu_name()}, {os.cpu_count()} CPUs, "
-        f"torch {torch.__version__} ({torch.get_num_threads()} threads), numba backend",
+        f"torch {torch.__version__} ({torch.get_num_threads()} threads), backend {BACKEND[0]}",
         f"- command: `{argv}`",
         f"- load average (1 min) at start / end: {LOAD[0]:.2f} / {os.getloadavg()[0]:.2f} "
         "(other jobs share the machine; figures move with it)",
@@ -292,6 +297,7 @@ def main() -> None:
         default="random,mnist,mnist-4k,mnist-fast,faces",
         help="'random', folders under models/, or paths to model folders (with a '/')",
     )
+    p.add_argument("--backend", default="auto", help="engine backend: auto, stream, numba or torch")
     p.add_argument("--out", type=Path, help="also write the figures as Markdown here")
     args = p.parse_args()
     torch.set_grad_enabled(False)

@@ -99,14 +99,17 @@ class Settings(BaseSettings):
     parallel_chunk_ms: float = Field(
         2.0, ge=0, description="Sampling chunks estimated below this run on one kernel thread."
     )
-    backend: Literal["auto", "numba", "torch"] = Field(
-        "auto", description="Sampling kernels: auto = numba on CPU, batched torch on CUDA."
+    backend: Literal["auto", "stream", "numba", "torch"] = Field(
+        "auto",
+        description="Sampling loop: stream = numba kernel threads that stay off the GIL (Linux, x86-64), "
+        "numba = numba kernels run in chunks, torch = batched torch; auto = stream on CPU where it runs "
+        "(else numba), torch on CUDA.",
     )
     kernel_threads: int | None = Field(
         None,
         ge=1,
-        description="Threads of the CPU sampling kernel; unset = the CPUs the process may use "
-        "(affinity and cgroup quota, not the host's cores).",
+        description="Threads of the CPU sampling kernel (stream: each sweeps its stripe of rows); unset = "
+        "the CPUs the process may use (affinity and cgroup quota, not the host's cores).",
     )
     cpu_workers: int = Field(
         0,

@@ -22,6 +22,8 @@ from .loop import Job, SamplingLoop, sampling_thread
 from .runner_numba import NumbaRunner
 from .runner_torch import TorchRunner
 from .scheduler import Request, Scheduler
+from .stream import StreamLoop
+from .stream_kernel import streaming_supported
 from .types import (
     EngineConfig,
     EngineError,
@@ -76,18 +78,23 @@ class Engine:
         metrics: EngineMetrics | None = None,
     ) -> None:
         self.model = model.eval()
+        model.keep_masked_weights()  # log-prob batches then cost their matmuls alone
         self.config = config
         self.name = name
         self.metrics: EngineMetrics = metrics or NullMetrics()
         backend = config.backend
+        cpu = model.output_layer.weight.device.type == "cpu"
         if backend == "auto":
-            backend = "numba" if model.output_layer.weight.device.type == "cpu" else "torch"
+            backend = ("stream" if streaming_supported() else "numba") if cpu else "torch"
+        if backend == "stream" and not streaming_supported():
+            raise ValueError("the stream backend needs Linux on x86-64 (see service.engine.stream_kernel)")
         self.backend = backend
         self._runner: NumbaRunner | TorchRunner = (
-            NumbaRunner(model) if backend == "numba" else TorchRunner(model)
+            TorchRunner(model) if backend == "torch" else NumbaRunner(model)
         )
         self._sched = Scheduler(config.max_active_rows, config.max_queued_rows)
-        self._loop = SamplingLoop(model, self._runner, self._sched, config, self.metrics, name)
+        loop_type = StreamLoop if backend == "stream" else SamplingLoop
+        self._loop = loop_type(model, self._runner, self._sched, config, self.metrics, name)
         self._exec: ThreadPoolExecutor | None = None
         self._lp_exec: ThreadPoolExecutor | None = None
         self._batcher: LogProbBatcher | None = None
@@ -306,17 +313,17 @@ class Engine:
             np.zeros(n, np.float64),
             temperature=temperature,
         )
-        self._loop.wake()
+        self._loop.wake(req)
         try:
             return await _await_until(fut, timeout + _DEADLINE_SLACK_S)
         except TimeoutError:
             if not req.closed:
                 self._sched.cancel(req)
-                self._loop.wake()
+                self._loop.wake(req)
             self._loop.close(req, None, "timeout")
             raise EngineTimeout(f"request exceeded its {timeout:g} s deadline") from None
         except asyncio.CancelledError:
             if not req.closed:
                 self._sched.cancel(req)
-                self._loop.wake()
+                self._loop.wake(req)
             raise

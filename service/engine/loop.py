@@ -108,8 +108,8 @@ class SamplingLoop:
         self._preempt_timer: asyncio.TimerHandle | None = None
 
     # --- signals from the request side ---------------------------------------------------------------
-    def wake(self) -> None:
-        """New work or a cancellation: wake the idle loop and preempt the chunk in flight, once it has
+    def wake(self, req: Request | None = None) -> None:
+        """New work or a cancellation (of ``req``): wake the idle loop and preempt the chunk in flight, once it has
         run ``min_chunk_ms`` (so a stream of arrivals cannot cut chunks to a step each: every chunk
         pays a scheduler visit and two thread hand-offs)."""
         if self.event is not None:

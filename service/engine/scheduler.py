@@ -227,6 +227,16 @@ class Scheduler:
                     completed.append(req)
         return Finished(rows, completed)
 
+    def withhold(self, slots: list[int]) -> None:
+        """Keep freed ``slots`` out of admission until :meth:`restore` (a runner is still letting go of
+        them); they count as active meanwhile."""
+        held = set(slots)
+        self._free = [s for s in self._free if s not in held]
+
+    def restore(self, slots: list[int]) -> None:
+        """Return withheld ``slots`` to the free list."""
+        self._free.extend(slots)
+
     # --- removal ---------------------------------------------------------------------------------
     def cancel(self, req: Request) -> None:
         """Mark ``req`` cancelled; its waiting rows leave now, its active rows at the next :meth:`reap`."""

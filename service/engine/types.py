@@ -44,7 +44,7 @@ class EngineConfig:
     logprob_max_batch: int = 1024
     logprob_max_wait_ms: float = 2.0
     request_timeout_s: float = 60.0
-    backend: str = "auto"  # "auto" | "numba" | "torch"  (auto: numba on CPU, torch batched on CUDA)
+    backend: str = "auto"  # "auto" | "stream" | "numba" | "torch"  (auto: see Engine)
     chunk_budget_ms: float = 50.0
     inline_chunk_ms: float = 1.0
     min_chunk_ms: float = 1.0
@@ -77,8 +77,8 @@ class EngineConfig:
             raise ValueError("need 0 < retry_after_min_s <= retry_after_max_s")
         if self.request_timeout_s <= 0:
             raise ValueError("request_timeout_s must be > 0")
-        if self.backend not in ("auto", "numba", "torch"):
-            raise ValueError("backend must be 'auto', 'numba' or 'torch'")
+        if self.backend not in ("auto", "stream", "numba", "torch"):
+            raise ValueError("backend must be 'auto', 'stream', 'numba' or 'torch'")
 
 
 class EngineError(Exception):

@@ -130,13 +130,26 @@ class MaskedLinear(nn.Linear):
     def __init__(self, in_features: int, out_features: int, masks: torch.Tensor, bias: bool = True) -> None:
         super().__init__(in_features, out_features, bias=bias)
         self.register_buffer("masks", masks.to(torch.bool), persistent=False)
+        self.keep_masked = False  # keep W * M_k between forward passes without autograd (serving)
+        self._masked: dict[int, tuple[torch.Tensor, torch.Tensor, tuple[int, ...], torch.Tensor]] = {}
 
     def forward(self, x: torch.Tensor, k: int = 0) -> torch.Tensor:  # type: ignore[override]
-        return F.linear(x, self.weight * self.masks[k].to(self.weight.dtype), self.bias)
+        return F.linear(x, self.masked_weight(k), self.bias)
 
     def masked_weight(self, k: int) -> torch.Tensor:
-        """The effective weight of mask ``k``."""
-        return self.weight * self.masks[k].to(self.weight.dtype)
+        """The effective weight ``W * M_k``. With ``keep_masked`` (set by :meth:`MADE.keep_masked_weights`
+        for serving) and no autograd, the product is kept until the weight or the masks change (another
+        tensor, or an in-place write), so a served forward pass costs its matmuls alone (measured for
+        ``mnist-fast``: the product and the mask's cast were most of a log-prob batch)."""
+        w, m = self.weight, self.masks
+        if not self.keep_masked or (torch.is_grad_enabled() and w.requires_grad):
+            return w * m[k].to(w.dtype)
+        stamp = (w._version, m._version, w.data_ptr(), m.data_ptr())
+        hit = self._masked.get(k)
+        if hit is None or hit[0] is not w or hit[1] is not m or hit[2] != stamp:
+            hit = (w, m, stamp, w * m[k].to(w.dtype))
+            self._masked[k] = hit
+        return hit[3]
 
     def forward_units(self, x: torch.Tensor, k: int, units: torch.Tensor) -> torch.Tensor:
         """Only output units ``units`` of :meth:`forward`: ``x (W * M)[units]^T + b[units]``."""
@@ -286,6 +299,14 @@ class MADE(nn.Module):
         return _ACTIVATIONS[self.config.activation]
 
     # --- evaluation -----------------------------------------------------------------------------
+    def keep_masked_weights(self, on: bool = True) -> None:
+        """Keep each masked layer's ``W * M_k`` between forward passes without autograd (serving: the
+        engine turns this on; training leaves it off). A changed weight or mask is noticed either way."""
+        for layer in self.modules():
+            if isinstance(layer, MaskedLinear):
+                layer.keep_masked = on
+                layer._masked.clear()
+
     def set_dropout(self, rate: float) -> None:
         """Dropout rate on every hidden unit (MADE and local head) in training mode; eval ignores it."""
         self.dropout.p = float(rate)

@@ -111,7 +111,7 @@ def test_preemption_waits_for_min_chunk_ms_and_then_fires():
         assert runner.preempt[0] == 1  # no chunk in flight: at once
         return True
 
-    assert run_engine(model, body, min_chunk_ms=60_000.0)
+    assert run_engine(model, body, backend="numba", min_chunk_ms=60_000.0)
 
 
 def test_min_chunk_ms_keeps_samples_exact_among_arrivals():

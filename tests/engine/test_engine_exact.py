@@ -60,7 +60,9 @@ def log_probs(model, x: np.ndarray) -> np.ndarray:
 
 # inline_chunk_ms 0: every chunk goes to the worker thread; 1000: every CPU chunk without a prefill
 # runs on the event-loop thread
-@pytest.mark.parametrize(("backend", "inline_ms"), [("numba", 0.0), ("numba", 1000.0), ("torch", 0.0)])
+@pytest.mark.parametrize(
+    ("backend", "inline_ms"), [("numba", 0.0), ("numba", 1000.0), ("torch", 0.0), ("stream", 0.0)]
+)
 @pytest.mark.parametrize("case", list(CASES))
 def test_concurrent_requests_equal_reference_alone(backend, inline_ms, case):
     model = build(case)
@@ -103,7 +105,7 @@ def test_concurrent_requests_equal_reference_alone(backend, inline_ms, case):
     assert stats.requests_ok == len(jobs) and stats.active_rows == 0 and stats.queued_rows == 0
 
 
-@pytest.mark.parametrize("backend", ["numba", "torch"])
+@pytest.mark.parametrize("backend", ["numba", "torch", "stream"])
 def test_same_seed_same_images_alone_or_beside_100_others(backend):
     model = make_model(distribution=LOGI, hidden=(20,), num_masks=2)
 
@@ -116,8 +118,9 @@ def test_same_seed_same_images_alone_or_beside_100_others(backend):
     np.testing.assert_array_equal(alone.x, crowd[-1].x)
     np.testing.assert_array_equal(alone.x, reference(model, 3, 7))
     assert len({out.x.tobytes() for out in crowd[:100]}) == 100  # different seeds, different draws
-    # the 101 requests were batched: far fewer chunks than one loop per request would take
-    assert stats.chunks_run < 100
+    # the 101 requests were batched: far fewer chunks than one loop per request would take (the
+    # stream backend counts kernel sweeps instead; its batching: tests/engine/test_stream.py)
+    assert backend == "stream" or stats.chunks_run < 100
 
 
 def test_blocks_of_rows_in_parallel_equal_reference():
@@ -133,7 +136,7 @@ def test_blocks_of_rows_in_parallel_equal_reference():
         np.testing.assert_array_equal(out.x, reference(model, 8, s))
 
 
-@pytest.mark.parametrize("backend", ["numba", "torch"])
+@pytest.mark.parametrize("backend", ["numba", "torch", "stream"])
 def test_complete_keeps_the_known_prefix_and_edge_cases(backend):
     model = make_model(distribution=BERN, hidden=(24,), num_masks=3)
     d = model.data_dim

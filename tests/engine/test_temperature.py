@@ -50,7 +50,7 @@ def log_probs(model: MADE, x: np.ndarray) -> np.ndarray:
         return model.log_prob(torch.as_tensor(x, dtype=torch.float64)).numpy()
 
 
-@pytest.mark.parametrize("backend", ["numba", "torch"])
+@pytest.mark.parametrize("backend", ["numba", "torch", "stream"])
 @pytest.mark.parametrize("case", list(CASES))
 def test_a_crowd_of_temperatures_equals_the_reference_alone(backend: str, case: str) -> None:
     model = make_model(**CASES[case])  # type: ignore[arg-type]
@@ -98,7 +98,7 @@ def test_a_crowd_of_temperatures_equals_the_reference_alone(backend: str, case: 
         np.testing.assert_allclose(one.log_prob, many.log_prob, rtol=0, atol=1e-9)
 
 
-@pytest.mark.parametrize("backend", ["numba", "torch"])
+@pytest.mark.parametrize("backend", ["numba", "torch", "stream"])
 def test_zero_does_not_depend_on_the_seed(backend: str) -> None:
     model = make_model(**CASES["logistic3-2mask"])  # type: ignore[arg-type]
 
