@@ -76,7 +76,7 @@ class StreamLoop(SamplingLoop):
             with lock:
                 if self._ctl[0] == 0 and not self._closing:
                     stream_rows(
-                        r.state, self._ctl, self._kcount, stripe, len(self._locks), r.block_rows,
+                        r.state, self._ctl, self._kcount, stripe, len(self._locks), self._stripe_rows(),
                         _STEPS_PER_SWEEP, self._efd, self._wake_fds[stripe], *r._args(),
                     )  # fmt: skip
             time.sleep(0)  # let _grow take the lock
@@ -106,6 +106,12 @@ class StreamLoop(SamplingLoop):
             os.close(fd)
         self._efd, self._wake_fds = -1, []
 
+    def _stripe_rows(self) -> int:
+        """Consecutive slots per stripe block: the runner's block size shared among the threads, so the
+        rows of one request (consecutive slots) spread over every thread (measured: a 16-row faces
+        completion took 143 ms on one thread of two, against 85 ms for the chunked loop)."""
+        return max(1, self.runner.block_rows // len(self._locks))
+
     def _kick(self, slots: list[int] | None = None) -> None:
         """Wake the kernel threads whose stripes hold ``slots`` (all: None); a sleeping thread
         re-sweeps, a busy one sweeps once more later."""
@@ -113,7 +119,7 @@ class StreamLoop(SamplingLoop):
         if slots is None or len(fds) == 1:
             stripes = range(len(fds))
         else:
-            stripes = {(s // self.runner.block_rows) % len(fds) for s in slots}
+            stripes = {(s // self._stripe_rows()) % len(fds) for s in slots}
         for i in stripes:
             os.eventfd_write(fds[i], 1)
 
