@@ -31,7 +31,7 @@ from .logprob import LogProbBatcher
 from .prefill import Prepared
 from .runner_numba import NumbaRunner
 from .runner_torch import TorchRunner
-from .scheduler import Admission, Request, Scheduler
+from .scheduler import Admission, Reaped, Request, Scheduler
 from .types import EngineConfig, EngineError, EngineMetrics, EngineStopped, EngineTimeout, SampleOutput
 
 __all__ = ["Job", "SamplingLoop", "sampling_thread"]
@@ -325,6 +325,10 @@ class SamplingLoop:
     def _reap(self) -> None:
         reaped = self.sched.reap(time.monotonic())
         self.runner.release(reaped.slots)
+        self._close_reaped(reaped)
+
+    def _close_reaped(self, reaped: Reaped) -> None:
+        """Settle the requests a scheduler visit reaped: cancelled, or past their deadline."""
         for req in reaped.cancelled:
             self.close(req, None, "cancelled")
         for req in reaped.expired:

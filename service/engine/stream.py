@@ -29,7 +29,7 @@ from .prefill import Prepared
 from .runner_numba import NumbaRunner
 from .scheduler import Admission, Request
 from .stream_kernel import ACTIVE, DONE, DROP, DROPPED, FREE, stream_rows
-from .types import EngineError, EngineTimeout
+from .types import EngineError
 
 __all__ = ["StreamLoop"]
 
@@ -277,14 +277,7 @@ class StreamLoop(SamplingLoop):
         reaped = self.sched.reap(now)
         self._next_deadline = min((r.deadline for r in self.sched.pending()), default=math.inf)
         self._free(reaped.slots)
-        for req in reaped.cancelled:
-            self.close(req, None, "cancelled")
-        for req in reaped.expired:
-            self.close(
-                req,
-                EngineTimeout(f"request exceeded its {req.deadline - req.submitted:g} s deadline"),
-                "timeout",
-            )
+        self._close_reaped(reaped)
 
     def _free(self, slots: list[int]) -> None:
         """Slots the scheduler freed: idle ones are free now; the kernel's are asked to drop and kept
