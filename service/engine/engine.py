@@ -115,7 +115,7 @@ class Engine:
             1, thread_name_prefix=f"engine-{self.name}", initializer=sampling_thread
         )
         self._lp_exec = ThreadPoolExecutor(1, thread_name_prefix=f"logprob-{self.name}")
-        await asyncio.get_running_loop().run_in_executor(self._exec, self._runner.warmup)
+        await asyncio.get_running_loop().run_in_executor(self._exec, self._loop.warmup)
         cfg = self.config
         self._batcher = LogProbBatcher(
             self.model,

@@ -107,6 +107,10 @@ class SamplingLoop:
         self._chunk_started: float | None = None  # perf_counter when the chunk in flight was handed out
         self._preempt_timer: asyncio.TimerHandle | None = None
 
+    def warmup(self) -> None:
+        """Compile (or load) what the loop runs, before the first request (on the worker thread)."""
+        self.runner.warmup()
+
     # --- signals from the request side ---------------------------------------------------------------
     def wake(self, req: Request | None = None) -> None:
         """New work or a cancellation (of ``req``): wake the idle loop and preempt the chunk in flight, once it has

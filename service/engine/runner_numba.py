@@ -18,7 +18,6 @@ from service.made import MADE, build_plan
 
 from .kernels import ACTIVATIONS, BERNOULLI, LOGISTIC, advance_serial
 from .prefill import Prepared, RowInit, initial_state, prepare_request
-from .stream_kernel import stream_rows
 
 __all__ = ["NumbaRunner"]
 
@@ -186,26 +185,17 @@ class NumbaRunner:
         """Admit rows of several requests at once: one copy per field for all of them, and one per
         start state (every unconditional row of mask ``k`` starts from the same state)."""
         parts = [(p, np.asarray(r, dtype=np.int64), np.asarray(sl, dtype=np.int64)) for p, r, sl in items]
+        s = np.concatenate([sl for _, _, sl in parts])
+        self._ensure(int(s.max()))
         comps = [p.comps[r] for p, r, _ in parts]
-        if len(parts) == 1:  # one request (the common case): its values broadcast, nothing to join
-            p, r, s = parts[0]
-            self._ensure(int(s.max()))
-            u = p.uniforms[r]
-            self.pos[s] = p.start
-            self.kk[s] = comps[0]
-            self.tt[s] = p.temperature
-            self.tf[s] = p.temperature
-        else:
-            s = np.concatenate([sl for _, _, sl in parts])
-            self._ensure(int(s.max()))
-            u = np.concatenate([p.uniforms[r] for p, r, _ in parts])
-            self.pos[s] = np.concatenate([np.full(len(r), p.start, dtype=np.int64) for p, r, _ in parts])
-            self.kk[s] = np.concatenate(comps)
-            temps = np.concatenate([np.full(len(r), p.temperature, dtype=np.float64) for p, r, _ in parts])
-            self.tt[s] = temps
-            self.tf[s] = temps
+        u = np.concatenate([p.uniforms[r] for p, r, _ in parts])
+        self.pos[s] = np.concatenate([np.full(len(r), p.start, dtype=np.int64) for p, r, _ in parts])
+        self.kk[s] = np.concatenate(comps)
         self.u[s] = u
         self.uf[s] = u  # cast to the state dtype on assignment
+        temps = np.concatenate([np.full(len(r), p.temperature, dtype=np.float64) for p, r, _ in parts])
+        self.tt[s] = temps
+        self.tf[s] = temps
         groups: dict[int, tuple[RowInit, list[np.ndarray]]] = {}
         for (p, _, sl), c in zip(parts, comps, strict=True):
             for k in p.init:
@@ -317,15 +307,11 @@ class NumbaRunner:
             self._pool = None
 
     def warmup(self) -> None:
-        """Compile (or load from numba's cache) the kernels on a scratch row."""
+        """Compile (or load from numba's cache) both kernels on a scratch row."""
         prep = self.prepare(1, 0, None, 0)
         self.admit(prep, [0], [0])
         self.advance(np.array([0]), 2)
         self.release([0])
-        idle = np.zeros(2, dtype=np.int64)  # the streaming kernel, on slots that are all free
-        stream_rows(
-            np.zeros(1, dtype=np.int64), idle, np.zeros((1, 3), np.int64), 0, 1, 1, 1, -1, -1, *self._args()
-        )
 
     # --- results -------------------------------------------------------------------------------------
     def read(self, slots: list[int]) -> tuple[np.ndarray, np.ndarray]:

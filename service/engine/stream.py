@@ -49,7 +49,7 @@ class StreamLoop(SamplingLoop):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         n = max(1, self.runner.threads)
         self._ctl = np.zeros(2, dtype=np.int64)  # stop flag, slots to scan
-        self._kcount = np.zeros((n, 3), dtype=np.int64)  # per thread: sweeps, row-steps, settled
+        self._kcount = np.zeros((n, 2), dtype=np.int64)  # per thread: sweeps, row-steps
         self._wake_fds: list[int] = []  # per kernel thread: the eventfd it sleeps on when idle
         self._threads: list[threading.Thread] = []
         self._locks = [threading.Lock() for _ in range(n)]  # each held by its thread while in the kernel
@@ -62,10 +62,20 @@ class StreamLoop(SamplingLoop):
         self._deadline_timer: asyncio.TimerHandle | None = None
         self._next_deadline = math.inf  # no pending request's deadline is earlier
         self._reap_due = False  # a cancellation or a deadline since the last reap
-        self._seen = np.zeros(3, dtype=np.int64)  # kernel counters at the last service
+        self._seen = np.zeros(2, dtype=np.int64)  # kernel counters at the last service
         self._last = time.perf_counter()
         self._rate = (0.0, 0)  # drain-rate window: busy seconds, rows finished
         self._gather: asyncio.TimerHandle | bool | None = None  # an idle engine's admission window
+
+    def warmup(self) -> None:
+        """The runner's kernels, then the streaming kernel on slots that are all free (it returns at
+        once), so neither compiles while requests wait."""
+        super().warmup()
+        r = self.runner
+        stream_rows(
+            np.zeros(1, dtype=np.int64), np.zeros(2, dtype=np.int64), np.zeros((1, 2), dtype=np.int64),
+            0, 1, 1, 1, -1, -1, *r._args(),
+        )  # fmt: skip
 
     # --- kernel threads ------------------------------------------------------------------------------
     def _kernel_thread(self, stripe: int) -> None:
@@ -299,7 +309,7 @@ class StreamLoop(SamplingLoop):
         now = time.perf_counter()
         dt, self._last = now - self._last, now
         totals = self._kcount.sum(axis=0)
-        sweeps, row_steps, _ = (totals - self._seen).tolist()
+        sweeps, row_steps = (totals - self._seen).tolist()
         self._seen = totals
         active = self.sched.active_rows
         c = self.counters

@@ -37,7 +37,7 @@ __all__ = ["ACTIVE", "DONE", "DROP", "DROPPED", "FREE", "stream_rows", "streamin
 
 FREE, ACTIVE, DONE, DROP, DROPPED = 0, 1, 2, 3, 4
 _STOP, _SLOTS = 0, 1  # ctl[_STOP]: leave as soon as the current step ends; ctl[_SLOTS]: slots to scan
-_SWEEPS, _ROW_STEPS, _SETTLED = 0, 1, 2  # counters written by the kernel (one row per thread)
+_SWEEPS, _ROW_STEPS = 0, 1  # counters written by the kernel (one row per thread)
 
 
 def streaming_supported() -> bool:
@@ -124,7 +124,6 @@ def stream_rows(
             start += n_stripes * block_rows
         counters[stripe, _SWEEPS] += 1
         if settled:
-            counters[stripe, _SETTLED] += settled
             _notify(fd)
         if not busy:
             if wake_fd < 0:
