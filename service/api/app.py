@@ -17,6 +17,7 @@ from service.config import Settings, get_settings
 
 from . import offload
 from .deps import require_api_key
+from .direct import direct_routes
 from .errors import install_error_handlers
 from .limits import BodyLimitMiddleware
 from .metrics import ApiMetrics
@@ -98,8 +99,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(ServingMiddleware, metrics=metrics)
     # Every route but the health probes (and the docs) needs the API key when one is set: the inference
     # routes check it themselves (no dependency solving on the hot path), the others as a dependency.
-    for r in (logprob.router, sample.router, complete.router):
-        app.include_router(r)
+    inference = (logprob.router, sample.router, complete.router)
+    for r in inference:
+        app.include_router(r)  # their APIRoutes document them (OpenAPI) ...
+    # ... and plain routes in front dispatch them, past FastAPI's per-route layers (service.api.direct)
+    app.router.routes[:0] = [route for r in inference for route in direct_routes(r)]
     guarded = [Depends(require_api_key)]
     for r in (models.router, metrics_route.router):
         app.include_router(r, dependencies=guarded)
