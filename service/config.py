@@ -137,6 +137,11 @@ class Settings(BaseSettings):
         "until then, at most this long (0 = never held).",
     )
     shutdown_grace_s: float = Field(20.0, ge=0, description="Time to drain in-flight work on stop.")
+    gc_freeze: bool = Field(
+        True,
+        description="Once the models are loaded and warm, freeze start-up's objects out of the garbage "
+        "collector's full passes (a 160 ms pause each with the committed models; see service/memory.py).",
+    )
 
     @model_validator(mode="after")
     def _bounds_in_order(self) -> Settings:

@@ -14,6 +14,7 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from service.config import Settings, get_settings
+from service.memory import freeze_startup, thaw
 
 from . import offload
 from .deps import require_api_key
@@ -55,9 +56,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await registry.start()
         log.info("serving %d model(s): %s", len(registry.entries), ", ".join(registry.entries) or "none")
+        if settings.gc_freeze:
+            log.info("froze %d start-up objects out of the garbage collector", freeze_startup())
         try:
             yield
         finally:
+            if settings.gc_freeze:
+                thaw()
             await registry.stop()
             metrics.close()
 

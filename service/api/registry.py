@@ -74,6 +74,7 @@ def engine_process_spec(settings: Settings, folders: list[Path]) -> EngineProces
         verify=settings.verify_on_load,
         config=engine_config(settings),
         grace_s=settings.shutdown_grace_s,
+        gc_freeze=settings.gc_freeze,
         log_config=log_config(settings.log_level, settings.log_json),
     )
 

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from service.logging import request_context
+from service.memory import freeze_startup
 
 from .engine import Engine
 from .ipc import (
@@ -74,6 +75,7 @@ class EngineProcessSpec:
     verify: bool = True
     config: EngineConfig = field(default_factory=EngineConfig)
     grace_s: float = 20.0  # drain time when stopped
+    gc_freeze: bool = True  # freeze start-up's objects once the engines are warm (service.memory)
     beat_s: float = 0.05  # state and metric events to the front-ends this often
     log_config: dict[str, Any] | None = None  # ``logging.config.dictConfig`` for this process
 
@@ -269,6 +271,8 @@ class EngineServer:
 async def _amain(spec: EngineProcessSpec, conn: multiprocessing.connection.Connection) -> None:
     server = EngineServer(spec)
     await server.load()
+    if spec.gc_freeze:
+        freeze_startup()
     await server.listen()
     conn.send(("ready", {"models": [m["name"] for m in server.models], "failed": server.failed}))
     stop = asyncio.Event()

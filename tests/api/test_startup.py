@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import shutil
 from pathlib import Path
 
 import pytest
 
 from service.api import create_app
+from service.memory import thaw
 
 from .conftest import assert_problem, serve, settings_for
 
@@ -45,3 +47,12 @@ async def test_empty_repository_is_not_ready(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="does not exist"):
         async with app.router.lifespan_context(app):
             pass
+
+
+@pytest.mark.parametrize("on", [True, False])
+async def test_the_app_freezes_once_its_models_are_warm_when_set(model_repo: Path, on: bool) -> None:
+    thaw()
+    async with serve(settings_for(model_repo, gc_freeze=on)) as api:
+        assert (gc.get_freeze_count() > 0) is on
+        assert (await api.client.post("/sample", json={"n": 1})).status_code == 200
+    assert gc.get_freeze_count() == 0
