@@ -3,8 +3,8 @@
 A served process holds a few hundred thousand long-lived objects once its models are loaded and its
 kernels compiled (about 409,000 for the committed models: torch, numba, pydantic, FastAPI). CPython's
 full collection walks all of them. Measured in the serving process on this project's 2-vCPU machine,
-one took 160 ms, a pause of the event loop that JSON requests (a Python object per pixel) trigger every
-few thousand requests, and the p99 of ``/log-prob`` showed it. :func:`freeze_startup` moves them to the
+one took 160 ms, and one came in every 4,000 requests (``/sample`` and ``/log-prob`` alike): a pause of
+the event loop that the p99 of ``/log-prob`` showed. :func:`freeze_startup` moves them to the
 permanent generation (:func:`gc.freeze`), so a full collection walks only what requests allocate;
 after it, the same collection took under 0.1 ms.
 """
