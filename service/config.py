@@ -118,7 +118,12 @@ class Settings(BaseSettings):
         "0 = the CPUs the process may use.",
     )
     logprob_max_batch: int = Field(1024, ge=1, description="Largest micro-batch for log-prob work.")
-    logprob_max_wait_ms: float = Field(2.0, ge=0, description="Longest wait to fill a log-prob batch.")
+    logprob_max_wait_ms: float = Field(
+        0.0,
+        ge=0,
+        description="Fill window of an idle log-prob batcher (0: start at once; rows that arrive while a "
+        "batch runs always form the next one).",
+    )
     request_timeout_s: float = Field(60.0, gt=0, description="Per-request deadline inside the engine.")
     retry_after_s: int = Field(
         1, ge=1, description="Retry-After of a 503 when no drain rate is known yet (a stopped engine)."

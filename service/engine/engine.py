@@ -99,7 +99,6 @@ class Engine:
         self._lp_exec: ThreadPoolExecutor | None = None
         self._batcher: LogProbBatcher | None = None
         self._task: asyncio.Task[None] | None = None
-        self._lp_task: asyncio.Task[None] | None = None
         self._accepting = False
 
     # --- lifecycle ---------------------------------------------------------------------------------
@@ -128,7 +127,6 @@ class Engine:
         self._loop.executor, self._loop.batcher = self._exec, self._batcher
         self._accepting = True
         self._task = asyncio.create_task(self._loop.run(), name=f"engine-{self.name}")
-        self._lp_task = asyncio.create_task(self._batcher.run(), name=f"logprob-{self.name}")
 
     async def stop(self, grace_s: float = 10.0) -> None:
         """Stop admitting (new calls raise :class:`EngineStopped`), let in-flight work finish within
@@ -145,14 +143,14 @@ class Engine:
             self._loop.close(req, stopped, "stopped")
         self._runner.release(self._sched.fail(pending))
         if self._batcher is not None:
-            self._batcher.fail_all(stopped)
-        tasks = [t for t in (self._task, self._lp_task, *self._loop.counters.side_tasks) if t is not None]
+            self._batcher.close(stopped)
+        tasks = [t for t in (self._task, *self._loop.counters.side_tasks) if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        self._task = self._lp_task = None
+        self._task = None
         self._runner.preempt[0] = 1  # end a chunk still running in the worker after its current step
         for ex in (self._exec, self._lp_exec):
             if ex is not None:  # wait for the worker, so a restart never shares the runner with it
@@ -163,7 +161,7 @@ class Engine:
         self._exec = self._lp_exec = None
 
     def _drained(self) -> bool:
-        busy_lp = self._batcher is not None and self._batcher.queued_rows > 0
+        busy_lp = self._batcher is not None and self._batcher.busy
         return self._loop.drained and not busy_lp
 
     def stats(self) -> EngineStats:

@@ -1,8 +1,7 @@
 """Micro-batched log-likelihoods: many requests share one forward pass per mask.
 
-Requests queue their ``(B, D)`` inputs; a background task waits for the first one, then up to
-``max_wait_s`` (or until ``max_batch`` rows are queued) for others, concatenates them and runs the
-K masks once in a worker thread. Mixture conditionals follow ``MADE.ensemble_log_prob_per_dim``:
+Requests queue their ``(B, D)`` inputs; whenever the worker thread is free, the queued rows (up to
+``max_batch``) are concatenated and the K masks run once over them there. Mixture conditionals follow ``MADE.ensemble_log_prob_per_dim``:
 with cumulative component log-likelihoods ``c_k(<=d)`` along the shared ordering,
 ``log p(x_d | x_<d) = LSE_k c_k(<=d) - LSE_k c_k(<d)``, which telescope to ``log p(x)``.
 """
@@ -10,7 +9,6 @@ with cumulative component log-likelihoods ``c_k(<=d)`` along the shared ordering
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
 from collections import deque
@@ -72,7 +70,14 @@ class _Item:
 
 
 class LogProbBatcher:
-    """Queue + background task that serves log-prob requests in batches of up to ``max_batch`` rows."""
+    """Continuous batching of log-prob requests: a batch of up to ``max_batch`` queued rows starts as
+    soon as the worker is free, and what arrives while one runs forms the next.
+
+    An idle batcher starts at once (``max_wait_s = 0``, the default) or after a fill window of
+    ``max_wait_s`` from the first arrival (sooner once a full batch is waiting). There is never a
+    window after a batch: the rows queued meanwhile start the next one as it ends, so the worker's
+    forward passes overlap the event loop's work on the requests around them instead of taking turns
+    with it (``docs/serving.md``)."""
 
     def __init__(
         self,
@@ -91,13 +96,19 @@ class LogProbBatcher:
         self.metrics = metrics
         self._queue: deque[_Item] = deque()
         self._queued_rows = 0
-        self._wake = asyncio.Event()  # set by every submission: the idle batcher starts a batch
-        self._full = asyncio.Event()  # set once a full batch is waiting: the fill window ends early
+        self._running: list[_Item] | None = None  # the batch in the worker
+        self._window: asyncio.TimerHandle | None = None  # an idle batcher's fill window
+        self._closed = False
         self.batches_run = 0
 
     @property
     def queued_rows(self) -> int:
         return self._queued_rows
+
+    @property
+    def busy(self) -> bool:
+        """Rows are queued or a batch is running."""
+        return self._queued_rows > 0 or self._running is not None
 
     def check(self, b: int) -> None:
         """Raise :class:`EngineFull` if ``b`` more rows would overflow the queue."""
@@ -106,15 +117,20 @@ class LogProbBatcher:
 
     def submit(self, x: np.ndarray, per_dim: bool, internal: bool = False) -> asyncio.Future[LogProbOutput]:
         """Queue ``x`` (validated, ``(B, D)``); ``internal`` work (the engine's own) skips the limit."""
+        if self._closed:
+            raise EngineStopped("log-prob batcher stopped")
         b = x.shape[0]
         if not internal:
             self.check(b)
-        fut: asyncio.Future[LogProbOutput] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[LogProbOutput] = loop.create_future()
         self._queue.append(_Item(x, per_dim, fut, internal))
         self._queued_rows += b
-        self._wake.set()
-        if self._queued_rows >= self.max_batch:
-            self._full.set()
+        if self._running is None:
+            if self.max_wait_s <= 0 or self._queued_rows >= self.max_batch:
+                self._launch(loop)
+            elif self._window is None:
+                self._window = loop.call_later(self.max_wait_s, self._launch, loop)
         return fut
 
     def _settle_error(self, item: _Item, exc: BaseException, outcome: str) -> None:
@@ -127,52 +143,68 @@ class LogProbBatcher:
             self.metrics.request_done("log_prob", now - item.submitted, now - item.submitted, outcome)
 
     def fail_all(self, exc: Exception) -> None:
+        """Fail every queued request and the running batch's (whose result is then dropped)."""
+        for item in self._running or ():
+            self._settle_error(item, exc, "stopped")
         while self._queue:
             self._settle_error(self._queue.popleft(), exc, "stopped")
         self._queued_rows = 0
 
-    async def run(self) -> None:
-        """Serve batches until cancelled."""
-        loop = asyncio.get_running_loop()
-        while True:
-            while not self._queue:
-                self._wake.clear()
-                await self._wake.wait()
-            if self._queued_rows < self.max_batch and self.max_wait_s > 0:
-                # one timed wait per batch (arrivals meanwhile cost nothing): until the window ends
-                # or a full batch is waiting
-                self._full.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.max_wait_s):
-                        await self._full.wait()
-            batch: list[_Item] = []
-            rows = 0
-            while self._queue and (not batch or rows + self._queue[0].x.shape[0] <= self.max_batch):
-                item = self._queue.popleft()
-                self._queued_rows -= item.x.shape[0]
-                if item.future.done():  # cancelled while queued
-                    continue
-                batch.append(item)
-                rows += item.x.shape[0]
-            if not batch:
-                continue
-            await self._serve(loop, batch)
+    def close(self, exc: Exception) -> None:
+        """:meth:`fail_all`, and refuse later submissions (the engine is stopping)."""
+        self._closed = True
+        if self._window is not None:
+            self._window.cancel()
+            self._window = None
+        self.fail_all(exc)
 
-    async def _serve(self, loop: asyncio.AbstractEventLoop, batch: list[_Item]) -> None:
+    def _launch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start a batch of the queued rows (oldest first, at most ``max_batch``) in the worker."""
+        if self._window is not None:
+            self._window.cancel()
+            self._window = None
+        if self._running is not None or self._closed:
+            return
+        batch: list[_Item] = []
+        rows = 0
+        while self._queue and (not batch or rows + self._queue[0].x.shape[0] <= self.max_batch):
+            item = self._queue.popleft()
+            self._queued_rows -= item.x.shape[0]
+            if item.future.done():  # cancelled while queued
+                continue
+            batch.append(item)
+            rows += item.x.shape[0]
+        if not batch:
+            return
+        self._running = batch
         started = time.monotonic()
         x = np.concatenate([it.x for it in batch])
         per_dim = any(it.per_dim for it in batch)
-        try:
-            lp, pd = await loop.run_in_executor(self.executor, self._compute, x, per_dim)
-        except asyncio.CancelledError:
+        work = loop.run_in_executor(self.executor, self._compute, x, per_dim)
+        work.add_done_callback(lambda w: self._finish(loop, batch, started, w))
+
+    def _finish(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        batch: list[_Item],
+        started: float,
+        work: asyncio.Future[tuple[np.ndarray, np.ndarray | None]],
+    ) -> None:
+        """Answer a finished batch, then start the next from what queued meanwhile."""
+        self._running = None
+        if work.cancelled():
             for it in batch:
                 self._settle_error(it, EngineStopped("engine stopped"), "stopped")
-            raise
-        except Exception as e:  # a failure fails this batch only
+        elif (e := work.exception()) is not None:  # a failure fails this batch only
             err = e if isinstance(e, ValueError) else RuntimeError(f"log-prob failed: {e}")
             for it in batch:
                 self._settle_error(it, err, "error")
-            return
+        else:
+            self._answer(batch, started, *work.result())
+        if self._queue:
+            self._launch(loop)
+
+    def _answer(self, batch: list[_Item], started: float, lp: np.ndarray, pd: np.ndarray | None) -> None:
         self.batches_run += 1
         at = 0
         now = time.monotonic()

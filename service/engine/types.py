@@ -42,7 +42,7 @@ class EngineConfig:
     admission_window_ms: float = 0.0
     steps_per_chunk: int = 16
     logprob_max_batch: int = 1024
-    logprob_max_wait_ms: float = 2.0
+    logprob_max_wait_ms: float = 0.0
     request_timeout_s: float = 60.0
     backend: str = "auto"  # "auto" | "stream" | "numba" | "torch"  (auto: see Engine)
     chunk_budget_ms: float = 50.0

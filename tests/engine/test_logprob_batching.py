@@ -1,0 +1,114 @@
+"""Continuous batching of log-prob work: an idle batcher starts at once (or after its fill window),
+rows that arrive while a batch runs form the next batch as it ends, and stopping fails the running
+batch's callers. The worker is held on a gate, so the order of events is explicit, not timed."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import torch
+
+from service.engine.logprob import LogProbBatcher, log_prob_batch
+from service.engine.types import EngineStopped, NullMetrics
+
+from .conftest import BERN, make_model
+
+
+class Gated:
+    """A batcher whose worker records each batch's rows and waits for :meth:`release` before it computes."""
+
+    def __init__(self, max_wait_s: float = 0.0, max_batch: int = 64) -> None:
+        self.model = make_model(distribution=BERN, hidden=(24,), direct=True)
+        self.pool = ThreadPoolExecutor(1)
+        self.batcher = LogProbBatcher(self.model, self.pool, max_batch, max_wait_s, 1000, NullMetrics())
+        self.batches: list[int] = []
+        self.started = threading.Semaphore(0)  # one release per batch that reached the worker
+        self.gate = threading.Semaphore(0)
+        compute = self.batcher._compute
+
+        def gated(x: np.ndarray, per_dim: bool) -> tuple[np.ndarray, np.ndarray | None]:
+            self.batches.append(x.shape[0])
+            self.started.release()
+            self.gate.acquire()
+            return compute(x, per_dim)
+
+        self.batcher._compute = gated  # type: ignore[method-assign]
+
+    def rows(self, b: int, seed: int) -> np.ndarray:
+        return np.random.default_rng(seed).integers(0, 2, (b, self.model.data_dim)).astype(np.float64)
+
+    async def started_batch(self) -> None:
+        await asyncio.to_thread(self.started.acquire)
+
+    def release(self) -> None:
+        self.gate.release()
+
+
+def _expected(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+    return log_prob_batch(model, x, False)[0]  # type: ignore[arg-type]
+
+
+def test_an_idle_batcher_starts_at_once_and_arrivals_meanwhile_form_the_next_batch():
+    g = Gated()
+
+    async def body() -> None:
+        xa, xb, xc = g.rows(1, 1), g.rows(2, 2), g.rows(3, 3)
+        fa = g.batcher.submit(xa, False)  # idle, no window: in the worker before submit returns
+        await g.started_batch()
+        fb, fc = g.batcher.submit(xb, False), g.batcher.submit(xc, False)
+        assert g.batches == [1] and g.batcher.queued_rows == 5 and g.batcher.busy
+        g.release()
+        await g.started_batch()  # the two queued requests: one batch, started as the first ended
+        assert fa.done() and not fb.done() and g.batches == [1, 5]
+        g.release()
+        outs = await asyncio.gather(fa, fb, fc)
+        for x, out in zip((xa, xb, xc), outs, strict=True):
+            np.testing.assert_allclose(out.log_prob, _expected(g.model, x), atol=1e-12)
+        assert not g.batcher.busy and g.batcher.batches_run == 2
+
+    asyncio.run(body())
+    g.pool.shutdown()
+
+
+def test_the_fill_window_applies_to_an_idle_batcher_only():
+    g = Gated(max_wait_s=3600.0, max_batch=4)  # a window no test outlives: only a full batch starts one
+
+    async def body() -> None:
+        f1 = g.batcher.submit(g.rows(1, 1), False)
+        await asyncio.sleep(0)
+        assert g.batches == []  # waiting for the window
+        f2 = g.batcher.submit(g.rows(3, 2), False)  # four rows: a full batch starts at once
+        await g.started_batch()
+        f3 = g.batcher.submit(g.rows(2, 3), False)
+        g.release()
+        await g.started_batch()  # queued while the first ran: no window before it
+        assert g.batches == [4, 2]
+        g.release()
+        await asyncio.gather(f1, f2, f3)
+
+    asyncio.run(body())
+    g.pool.shutdown()
+
+
+def test_closing_fails_the_running_batch_and_refuses_later_work():
+    g = Gated()
+
+    async def body() -> None:
+        running = g.batcher.submit(g.rows(2, 1), False)
+        await g.started_batch()
+        queued = g.batcher.submit(g.rows(1, 2), False)
+        g.batcher.close(EngineStopped("stopping"))
+        for fut in (running, queued):
+            with pytest.raises(EngineStopped):
+                await fut
+        with pytest.raises(EngineStopped):
+            g.batcher.submit(g.rows(1, 3), False)
+        g.release()  # the worker finishes; its result has no one left to answer
+        await asyncio.to_thread(g.pool.shutdown)
+        assert g.batches == [2] and not g.batcher.busy
+
+    asyncio.run(body())
