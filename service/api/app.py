@@ -18,7 +18,7 @@ from service.memory import freeze_startup, thaw
 
 from . import offload
 from .deps import require_api_key
-from .direct import direct_routes
+from .direct import DirectApp, direct_routes
 from .errors import install_error_handlers
 from .limits import BodyLimitMiddleware
 from .metrics import ApiMetrics
@@ -66,7 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await registry.stop()
             metrics.close()
 
-    app = FastAPI(
+    app = DirectApp(
         title="MADE inference service",
         version="0.1.0",
         description=DESCRIPTION,
@@ -108,7 +108,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for r in inference:
         app.include_router(r)  # their APIRoutes document them (OpenAPI) ...
     # ... and plain routes in front dispatch them, past FastAPI's per-route layers (service.api.direct)
-    app.router.routes[:0] = [route for r in inference for route in direct_routes(r)]
+    app.direct = [route for r in inference for route in direct_routes(r)]
+    app.router.routes[:0] = app.direct
     guarded = [Depends(require_api_key)]
     for r in (models.router, metrics_route.router):
         app.include_router(r, dependencies=guarded)

@@ -16,14 +16,16 @@ any other route raises, so a dependency added later cannot be silently skipped.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 
-from fastapi import Request
+from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from fastapi.routing import APIRoute, APIRouter
+from starlette._utils import get_route_path
 from starlette.routing import Match, Route
-from starlette.types import Scope
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["DirectRoute", "direct_routes"]
+__all__ = ["DirectApp", "DirectRoute", "direct_routes"]
 
 
 class DirectRoute(Route):
@@ -60,3 +62,56 @@ def direct_routes(router: APIRouter) -> list[DirectRoute]:
             raise ValueError(f"route {getattr(route, 'path', route)!r} cannot be dispatched directly")
         out.append(DirectRoute(route.path, route.endpoint, methods=sorted(route.methods), name=route.name))
     return out
+
+
+class _Endpoint:
+    """The innermost app of the lane: the route's own ``request -> Response`` app, with the app's
+    exception handlers in the scope (what Starlette's ``ExceptionMiddleware`` puts there)."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self.handlers: tuple[dict[object, object], dict[object, object]] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.handlers is None:  # read once, when the stack is built: handlers are all installed
+            by_type = {k: v for k, v in self.app.exception_handlers.items() if k not in (500, Exception)}
+            by_status = {k: by_type.pop(k) for k in list(by_type) if isinstance(k, int)}
+            self.handlers = (by_type, by_status)
+        scope["starlette.exception_handlers"] = self.handlers
+        scope["router"] = self.app.router
+        await scope["route"].app(scope, receive, send)
+
+
+class DirectApp(FastAPI):
+    """A FastAPI app whose direct routes (:func:`direct_routes`, set in :attr:`direct`) skip the
+    framework's outer layers too: a request whose method and path match one goes through the user
+    middleware (request id, access log, metrics, body limit, CORS) straight to the endpoint, with
+    the same exception handlers; every other request takes the usual stack. The layers skipped
+    (``ServerErrorMiddleware``, whose 500 the serving middleware gives as well; FastAPI's exception
+    telemetry and app body limit, unused here; ``ExceptionMiddleware``, whose handlers the lane
+    applies itself; the exit stack for dependencies, which these routes have none of; the router's
+    matching) each cost a coroutine frame and a wrapped ``send`` per request."""
+
+    direct: Sequence[DirectRoute] = ()
+
+    def build_middleware_stack(self) -> ASGIApp:
+        standard = super().build_middleware_stack()
+        lane: ASGIApp = _Endpoint(self)
+        for cls, args, kwargs in reversed(self.user_middleware):
+            lane = cls(lane, *args, **kwargs)
+        table = {(m, r.path): r for r in self.direct for m in r.methods or ()}
+        return _Dispatch(table, lane, standard)
+
+
+class _Dispatch:
+    def __init__(self, table: dict[tuple[str, str], DirectRoute], lane: ASGIApp, standard: ASGIApp) -> None:
+        self.table, self.lane, self.standard = table, lane, standard
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            route = self.table.get((scope["method"], get_route_path(scope)))
+            if route is not None:
+                scope["route"], scope["endpoint"], scope["path_params"] = route, route.endpoint, {}
+                await self.lane(scope, receive, send)
+                return
+        await self.standard(scope, receive, send)
