@@ -109,7 +109,8 @@ class Settings(BaseSettings):
         None,
         ge=1,
         description="Threads of the CPU sampling kernel (stream: each sweeps its stripe of rows); unset = "
-        "the CPUs the process may use (affinity and cgroup quota, not the host's cores).",
+        "the CPUs the process may use (affinity and cgroup quota, not the host's cores), divided among "
+        "the MADE_WORKERS processes when each holds its own engines.",
     )
     cpu_workers: int = Field(
         0,

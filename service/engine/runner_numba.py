@@ -25,12 +25,26 @@ _BLOCK_ROWS = 16  # rows sharing each weight load; 16 rows of a 2x500 MADE stay 
 
 
 def _default_threads() -> int:
-    """Kernel threads: the ``kernel_threads`` setting (``MADE_KERNEL_THREADS``), else the CPUs this
-    process may use (affinity and cgroup quota: a container's share, not the host's cores)."""
+    """Kernel threads: the ``kernel_threads`` setting (``MADE_KERNEL_THREADS``), else this process's
+    share of the CPUs it may use (affinity and cgroup quota: a container's share, not the host's cores):
+    all of them, or with ``MADE_WORKERS`` processes each holding its own engines, a ``1/workers`` share
+    (at least one), so the processes' kernel threads do not outnumber the cores."""
     from service.config import Settings
     from service.cpu import available_cpus
 
-    return Settings().kernel_threads or available_cpus()
+    settings = Settings()
+    return settings.kernel_threads or kernel_share(
+        available_cpus(), settings.workers, settings.engine_process
+    )
+
+
+def kernel_share(cpus: int, workers: int, engine_process: bool) -> int:
+    """Default kernel threads of one engine-holding process.
+
+    >>> kernel_share(2, 1, False), kernel_share(2, 2, False), kernel_share(8, 3, False), kernel_share(2, 2, True)
+    (2, 1, 2, 2)
+    """
+    return cpus if engine_process else max(1, cpus // workers)
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
