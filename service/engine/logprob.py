@@ -73,11 +73,11 @@ class LogProbBatcher:
     """Continuous batching of log-prob requests: a batch of up to ``max_batch`` queued rows starts as
     soon as the worker is free, and what arrives while one runs forms the next.
 
-    An idle batcher starts at once (``max_wait_s = 0``, the default) or after a fill window of
-    ``max_wait_s`` from the first arrival (sooner once a full batch is waiting). There is never a
-    window after a batch: the rows queued meanwhile start the next one as it ends, so the worker's
-    forward passes overlap the event loop's work on the requests around them instead of taking turns
-    with it (``docs/serving.md``)."""
+    An idle batcher starts at the end of the event loop's current turn (``max_wait_s = 0``, the
+    default), so the requests parsed in the same turn share the batch, or after a fill window of
+    ``max_wait_s`` from the first arrival; at once when a full batch is waiting. There is never a
+    window after a batch: the rows queued meanwhile start the next one as it ends
+    (``docs/serving.md``)."""
 
     def __init__(
         self,
@@ -97,7 +97,7 @@ class LogProbBatcher:
         self._queue: deque[_Item] = deque()
         self._queued_rows = 0
         self._running: list[_Item] | None = None  # the batch in the worker
-        self._window: asyncio.TimerHandle | None = None  # an idle batcher's fill window
+        self._window: asyncio.Handle | None = None  # an idle batcher's start: end of turn or window
         self._closed = False
         self.batches_run = 0
 
@@ -127,10 +127,14 @@ class LogProbBatcher:
         self._queue.append(_Item(x, per_dim, fut, internal))
         self._queued_rows += b
         if self._running is None:
-            if self.max_wait_s <= 0 or self._queued_rows >= self.max_batch:
+            if self._queued_rows >= self.max_batch:
                 self._launch(loop)
-            elif self._window is None:
-                self._window = loop.call_later(self.max_wait_s, self._launch, loop)
+            elif self._window is None:  # at the end of this turn of the event loop, or after the window
+                self._window = (
+                    loop.call_soon(self._launch, loop)
+                    if self.max_wait_s <= 0
+                    else loop.call_later(self.max_wait_s, self._launch, loop)
+                )
         return fut
 
     def _settle_error(self, item: _Item, exc: BaseException, outcome: str) -> None:

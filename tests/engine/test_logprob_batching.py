@@ -1,6 +1,6 @@
-"""Continuous batching of log-prob work: an idle batcher starts at once (or after its fill window),
-rows that arrive while a batch runs form the next batch as it ends, and stopping fails the running
-batch's callers. The worker is held on a gate, so the order of events is explicit, not timed."""
+"""Continuous batching of log-prob work: an idle batcher starts at the end of the event loop's turn
+(or after its fill window), rows that arrive while a batch runs form the next batch as it ends, and
+stopping fails the running batch's callers. The worker is held on a gate, so the order of events is explicit, not timed."""
 
 from __future__ import annotations
 
@@ -52,12 +52,13 @@ def _expected(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
     return log_prob_batch(model, x, False)[0]  # type: ignore[arg-type]
 
 
-def test_an_idle_batcher_starts_at_once_and_arrivals_meanwhile_form_the_next_batch():
+def test_an_idle_batcher_starts_after_this_turn_and_arrivals_meanwhile_form_the_next_batch():
     g = Gated()
 
     async def body() -> None:
         xa, xb, xc = g.rows(1, 1), g.rows(2, 2), g.rows(3, 3)
-        fa = g.batcher.submit(xa, False)  # idle, no window: in the worker before submit returns
+        fa = g.batcher.submit(xa, False)  # idle, no window: starts when this turn of the loop ends
+        assert g.batches == [] and g.batcher.busy
         await g.started_batch()
         fb, fc = g.batcher.submit(xb, False), g.batcher.submit(xc, False)
         assert g.batches == [1] and g.batcher.queued_rows == 5 and g.batcher.busy
@@ -69,6 +70,20 @@ def test_an_idle_batcher_starts_at_once_and_arrivals_meanwhile_form_the_next_bat
         for x, out in zip((xa, xb, xc), outs, strict=True):
             np.testing.assert_allclose(out.log_prob, _expected(g.model, x), atol=1e-12)
         assert not g.batcher.busy and g.batcher.batches_run == 2
+
+    asyncio.run(body())
+    g.pool.shutdown()
+
+
+def test_requests_submitted_in_one_turn_share_a_batch():
+    g = Gated()
+
+    async def body() -> None:
+        futs = [g.batcher.submit(g.rows(1, i), False) for i in range(3)]  # one turn: no await between
+        await g.started_batch()
+        assert g.batches == [3]
+        g.release()
+        await asyncio.gather(*futs)
 
     asyncio.run(body())
     g.pool.shutdown()
