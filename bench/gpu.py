@@ -162,17 +162,9 @@ def http(report: Report, device: torch.device, args: argparse.Namespace) -> None
     except (Exception, SystemExit) as e:  # measure exits on a non-200 answer
         report.check("http", False, f"bench.http.measure failed: {e}")
         return
-    report.text(
-        "| case | clients | req/s | p50 / p99 ms | floor req/s | floor p50 / p99 ms | service / floor "
-        "| cores busy (service / floor) |"
-    )
-    report.text("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    report.text(bench_http.HEADER)
     for case, f, s in rows:
-        report.text(
-            f"| {case.name} | {case.clients} | {s.rate:,.0f} | {s.pct_ms(50):.2f} / {s.pct_ms(99):.2f} | "
-            f"{f.rate:,.0f} | {f.pct_ms(50):.2f} / {f.pct_ms(99):.2f} | {s.rate / f.rate:.0%} | "
-            f"{s.cores:.2f} / {f.cores:.2f} |"
-        )
+        report.text(bench_http.table_line(case, f, s))
     report.text("")
     report.check("http", bool(rows), f"{len(rows)} cases, every answer 200, {args.http_seconds:g} s per run")
 

@@ -54,6 +54,7 @@ class HeyResult:
     latencies: np.ndarray
     statuses: Counter[int] = field(default_factory=Counter)
     server_cpu_s: float = 0.0
+    busiest_thread_s: float = 0.0  # CPU seconds of the server's busiest thread (its event loop, mostly)
 
     @property
     def requests(self) -> int:
@@ -70,6 +71,12 @@ class HeyResult:
     def cores(self) -> float:
         """Cores the server kept busy on average during the run."""
         return self.server_cpu_s / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def busiest_thread_cores(self) -> float:
+        """Share of one core the server's busiest thread kept during the run: near 1.0, that thread
+        (the event loop holding the GIL) is what limits the rate."""
+        return self.busiest_thread_s / self.seconds if self.seconds > 0 else 0.0
 
     def count(self, status: int) -> int:
         return self.statuses.get(status, 0)
@@ -110,6 +117,34 @@ def cpu_seconds(pid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu_seconds(pid: int) -> dict[tuple[int, int], float]:
+    """User + system CPU seconds of every thread of a process and of every process below it, keyed by
+    ``(process, thread)`` (``/proc/PID/task/TID/stat``)."""
+    out: dict[tuple[int, int], float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for p in (pid, *_descendants(pid)):
+        try:
+            tids = [int(t.name) for t in Path(f"/proc/{p}/task").iterdir()]
+        except OSError:
+            continue
+        for t in tids:
+            try:
+                fields = Path(f"/proc/{p}/task/{t}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            out[(p, t)] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def busiest_delta(before: dict[tuple[int, int], float], after: dict[tuple[int, int], float]) -> float:
+    """CPU seconds of the thread that used the most between two :func:`thread_cpu_seconds` readings.
+
+    >>> busiest_delta({(1, 1): 2.0, (1, 2): 1.0}, {(1, 1): 2.5, (1, 2): 1.9, (1, 3): 0.1})
+    0.9
+    """
+    return max((round(v - before.get(k, 0.0), 9) for k, v in after.items()), default=0.0)
+
+
 def run_hey(
     url: str,
     body: Body,
@@ -129,12 +164,14 @@ def run_hey(
             "-D", f.name, "-t", str(timeout_s), "-o", "csv", url,
         ]  # fmt: skip
         cpu0 = cpu_seconds(server_pid) if server_pid else 0.0
+        threads0 = thread_cpu_seconds(server_pid) if server_pid else {}
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         cpu1 = cpu_seconds(server_pid) if server_pid else 0.0
+        threads1 = thread_cpu_seconds(server_pid) if server_pid else {}
     rows = list(csv.DictReader(io.StringIO(out)))
     lat = np.array([float(r["response-time"]) for r in rows])
     # offset = when the request started, from the start of the run: the wall time is the last finish
     ends = [float(r["offset"]) + float(r["response-time"]) for r in rows]
     wall = max(ends) if ends else seconds
     statuses = Counter(int(r["status-code"]) for r in rows)
-    return HeyResult(wall, lat, statuses, cpu1 - cpu0)
+    return HeyResult(wall, lat, statuses, cpu1 - cpu0, busiest_delta(threads0, threads1))

@@ -4,7 +4,8 @@ In one run, on this machine: the service (``python -m service serve`` on the com
 default settings) and the floor app of :mod:`bench.floor` (same body validation, canned responses,
 the same uvicorn settings) are both started, and ``hey`` drives each case against the floor and then
 the service, alternately, so both see the same machine. Printed per case: requests/s, p50 and p99,
-the service's share of the floor's rate, and the cores the server process kept busy.
+the service's share of the floor's rate, the cores the server process kept busy, and the share of one core
+its busiest thread kept (the event loop, holding the GIL: near 1.0, that thread sets the rate).
 
 Cases: ``/sample`` n=1 on a fast model and on the default model, ``/log-prob`` of one image as JSON,
 ``/complete`` of a face (n=1) answered as PNG, ``/log-prob`` of one uploaded PNG, all with
@@ -199,21 +200,23 @@ def measure(
                 if who == "floor":
                     f = r
             rows.append((case, f, r))
-            print(_line(case, f, r), flush=True)
+            print(table_line(case, f, r), flush=True)
     return rows
 
 
-def _line(case: Case, f: HeyResult, s: HeyResult) -> str:
+def table_line(case: Case, f: HeyResult, s: HeyResult) -> str:
+    """One case's row of :data:`HEADER`'s table."""
     return (
         f"| {case.name} | {case.clients} | {s.rate:,.0f} | {s.pct_ms(50):.2f} / {s.pct_ms(99):.2f} | "
         f"{f.rate:,.0f} | {f.pct_ms(50):.2f} / {f.pct_ms(99):.2f} | {s.rate / f.rate:.0%} | "
-        f"{s.cores:.2f} / {f.cores:.2f} |"
+        f"{s.cores:.2f} / {f.cores:.2f} | {s.busiest_thread_cores:.2f} / {f.busiest_thread_cores:.2f} |"
     )
 
 
 HEADER = (
     "| case | clients | service req/s | service p50 / p99 ms | floor req/s | floor p50 / p99 ms | "
-    "service / floor | cores busy (service / floor) |\n| --- | --- | --- | --- | --- | --- | --- | --- |"
+    "service / floor | cores busy (service / floor) | busiest thread (service / floor) |\n"
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 )
 
 
@@ -283,7 +286,7 @@ def main() -> None:
             f"- engine alone ({args.fast_model}, one sample, sequential): p50 {engine_ms:.3f} ms",
             "",
             HEADER,
-            *(_line(c, f, s) for c, f, s in rows),
+            *(table_line(c, f, s) for c, f, s in rows),
             "",
             *verdicts,
             *extra,
