@@ -125,6 +125,12 @@ class Settings(BaseSettings):
         description="Fill window of an idle log-prob batcher (0: start at once; rows that arrive while a "
         "batch runs always form the next one).",
     )
+    logprob_inline_ms: float = Field(
+        1.5,
+        ge=0,
+        description="Log-prob batches whose forward pass took at most this long at start-up run on the "
+        "event loop instead of the worker thread (0 = never).",
+    )
     request_timeout_s: float = Field(60.0, gt=0, description="Per-request deadline inside the engine.")
     retry_after_s: int = Field(
         1, ge=1, description="Retry-After of a 503 when no drain rate is known yet (a stopped engine)."

@@ -17,7 +17,7 @@ import numpy as np
 
 from service.made import MADE, check_temperature
 
-from .logprob import LogProbBatcher, validate_data
+from .logprob import LogProbBatcher, inline_rows, validate_data
 from .loop import Job, SamplingLoop, sampling_thread
 from .runner_numba import NumbaRunner
 from .runner_torch import TorchRunner
@@ -114,8 +114,12 @@ class Engine:
             1, thread_name_prefix=f"engine-{self.name}", initializer=sampling_thread
         )
         self._lp_exec = ThreadPoolExecutor(1, thread_name_prefix=f"logprob-{self.name}")
-        await asyncio.get_running_loop().run_in_executor(self._exec, self._loop.warmup)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._exec, self._loop.warmup)
         cfg = self.config
+        inline = await loop.run_in_executor(
+            self._lp_exec, inline_rows, self.model, cfg.logprob_inline_ms / 1000.0
+        )
         self._batcher = LogProbBatcher(
             self.model,
             self._lp_exec,
@@ -123,6 +127,7 @@ class Engine:
             cfg.logprob_max_wait_ms / 1000.0,
             cfg.max_queued_rows,
             self.metrics,
+            inline,
         )
         self._loop.executor, self._loop.batcher = self._exec, self._batcher
         self._accepting = True

@@ -35,6 +35,7 @@ class EngineConfig:
     so admission, cancellation and deadlines still act within about that long, and a stream of
     arrivals cannot cut every chunk to one step. A CPU chunk estimated below ``inline_chunk_ms`` (a lone
     small request) runs on the event-loop thread instead, saving two thread hand-offs; 0 turns that off.
+    Likewise a log-prob batch of at most as many rows as took ``logprob_inline_ms`` at start-up.
     """
 
     max_active_rows: int = 1024
@@ -43,6 +44,7 @@ class EngineConfig:
     steps_per_chunk: int = 16
     logprob_max_batch: int = 1024
     logprob_max_wait_ms: float = 0.0
+    logprob_inline_ms: float = 1.5
     request_timeout_s: float = 60.0
     backend: str = "auto"  # "auto" | "stream" | "numba" | "torch"  (auto: see Engine)
     chunk_budget_ms: float = 50.0
@@ -65,6 +67,7 @@ class EngineConfig:
             min(
                 self.admission_window_ms,
                 self.logprob_max_wait_ms,
+                self.logprob_inline_ms,
                 self.chunk_budget_ms,
                 self.inline_chunk_ms,
                 self.min_chunk_ms,

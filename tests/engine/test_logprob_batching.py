@@ -12,25 +12,32 @@ import numpy as np
 import pytest
 import torch
 
-from service.engine.logprob import LogProbBatcher, log_prob_batch
+from service.engine.logprob import INLINE_SIZES, LogProbBatcher, inline_rows, log_prob_batch
 from service.engine.types import EngineStopped, NullMetrics
 
 from .conftest import BERN, make_model
 
 
 class Gated:
-    """A batcher whose worker records each batch's rows and waits for :meth:`release` before it computes."""
+    """A batcher whose worker records each batch's rows and waits for :meth:`release` before it computes
+    (batches run on the event loop are recorded apart and not held)."""
 
-    def __init__(self, max_wait_s: float = 0.0, max_batch: int = 64) -> None:
+    def __init__(self, max_wait_s: float = 0.0, max_batch: int = 64, inline: int = 0) -> None:
         self.model = make_model(distribution=BERN, hidden=(24,), direct=True)
         self.pool = ThreadPoolExecutor(1)
-        self.batcher = LogProbBatcher(self.model, self.pool, max_batch, max_wait_s, 1000, NullMetrics())
-        self.batches: list[int] = []
+        self.batcher = LogProbBatcher(
+            self.model, self.pool, max_batch, max_wait_s, 1000, NullMetrics(), inline_rows=inline
+        )
+        self.batches: list[int] = []  # rows of each batch the worker ran
+        self.inline: list[int] = []  # rows of each batch run on the event loop
         self.started = threading.Semaphore(0)  # one release per batch that reached the worker
         self.gate = threading.Semaphore(0)
         compute = self.batcher._compute
 
         def gated(x: np.ndarray, per_dim: bool) -> tuple[np.ndarray, np.ndarray | None]:
+            if threading.current_thread() is threading.main_thread():  # inline, on the event loop
+                self.inline.append(x.shape[0])
+                return compute(x, per_dim)
             self.batches.append(x.shape[0])
             self.started.release()
             self.gate.acquire()
@@ -127,3 +134,43 @@ def test_closing_fails_the_running_batch_and_refuses_later_work():
         assert g.batches == [2] and not g.batcher.busy
 
     asyncio.run(body())
+
+
+def test_small_batches_run_on_the_event_loop_larger_ones_in_the_worker():
+    g = Gated(inline=2)
+
+    async def body() -> None:
+        xs, xl = g.rows(2, 1), g.rows(3, 2)
+        small = await g.batcher.submit(xs, False)  # never reaches the gated worker
+        assert g.inline == [2] and g.batches == [] and g.batcher.batches_run == 1
+        np.testing.assert_allclose(small.log_prob, _expected(g.model, xs), atol=1e-12)
+        large = g.batcher.submit(xl, False)
+        await g.started_batch()
+        assert g.batches == [3] and g.inline == [2]
+        g.release()
+        np.testing.assert_allclose((await large).log_prob, _expected(g.model, xl), atol=1e-12)
+
+    asyncio.run(body())
+    g.pool.shutdown()
+
+
+def test_an_inline_failure_fails_its_batch_only():
+    g = Gated(inline=4)
+
+    def broken(x: np.ndarray, per_dim: bool) -> tuple[np.ndarray, None]:
+        raise RuntimeError("boom")
+
+    async def body() -> None:
+        g.batcher._compute = broken  # type: ignore[method-assign]
+        with pytest.raises(RuntimeError, match="log-prob failed: boom"):
+            await g.batcher.submit(g.rows(1, 1), False)
+        assert not g.batcher.busy
+
+    asyncio.run(body())
+    g.pool.shutdown()
+
+
+def test_the_inline_size_comes_from_timed_forward_passes():
+    model = make_model(distribution=BERN, hidden=(24,), direct=True)
+    assert inline_rows(model, 0.0) == 0  # off
+    assert inline_rows(model, float("inf"), repeats=1) == INLINE_SIZES[-1]  # every size within the limit
