@@ -82,8 +82,10 @@ class HeyResult:
         return self.statuses.get(status, 0)
 
 
-def _stat(pid: int) -> list[str]:
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def _stat(pid: int, tid: int | None = None) -> list[str]:
+    """The fields after the command name of ``/proc/PID/stat`` (or of one thread's, ``task/TID``)."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
+    return Path(path).read_text().rsplit(")", 1)[1].split()
 
 
 def _descendants(pid: int) -> list[int]:
@@ -129,7 +131,7 @@ def thread_cpu_seconds(pid: int) -> dict[tuple[int, int], float]:
             continue
         for t in tids:
             try:
-                fields = Path(f"/proc/{p}/task/{t}/stat").read_text().rsplit(")", 1)[1].split()
+                fields = _stat(p, t)
             except OSError:
                 continue
             out[(p, t)] = (int(fields[11]) + int(fields[12])) / tick

@@ -69,16 +69,14 @@ class _Endpoint:
     exception handlers in the scope (what Starlette's ``ExceptionMiddleware`` puts there)."""
 
     def __init__(self, app: FastAPI) -> None:
-        self.app = app
-        self.handlers: tuple[dict[object, object], dict[object, object]] | None = None
+        by_type = {k: v for k, v in app.exception_handlers.items() if k not in (500, Exception)}
+        by_status = {k: by_type.pop(k) for k in list(by_type) if isinstance(k, int)}
+        self.handlers = (by_type, by_status)  # the stack is built once every handler is installed
+        self.router = app.router
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.handlers is None:  # read once, when the stack is built: handlers are all installed
-            by_type = {k: v for k, v in self.app.exception_handlers.items() if k not in (500, Exception)}
-            by_status = {k: by_type.pop(k) for k in list(by_type) if isinstance(k, int)}
-            self.handlers = (by_type, by_status)
         scope["starlette.exception_handlers"] = self.handlers
-        scope["router"] = self.app.router
+        scope["router"] = self.router
         await scope["route"].app(scope, receive, send)
 
 

@@ -1,8 +1,8 @@
 """Micro-batched log-likelihoods: many requests share one forward pass per mask.
 
 Requests queue their ``(B, D)`` inputs; whenever the worker thread is free, the queued rows (up to
-``max_batch``) are concatenated and the K masks run once over them there. Mixture conditionals follow ``MADE.ensemble_log_prob_per_dim``:
-with cumulative component log-likelihoods ``c_k(<=d)`` along the shared ordering,
+``max_batch``) are concatenated and the K masks run once over them there (small batches on the event
+loop: :func:`inline_rows`). Mixture conditionals follow ``MADE.ensemble_log_prob_per_dim``: with cumulative component log-likelihoods ``c_k(<=d)`` along the shared ordering,
 ``log p(x_d | x_<d) = LSE_k c_k(<=d) - LSE_k c_k(<d)``, which telescope to ``log p(x)``.
 """
 
