@@ -16,6 +16,13 @@ for a separate predictor per pixel.
 [(-1, -1), (-1, 0), (-1, 1), (0, -1)]
 >>> neighbour_index((2, 2), causal_offsets(1, 1)).tolist()[3]  # pixel (1, 1): up-left, up, -, left
 [0, 1, -1, 2]
+
+Faces are roughly symmetric, so the window may also hold the pixels around each pixel's mirror image
+``(y, W-1-x)`` (``mirror_index``): on the right half of a row the mirror pixel is already drawn. The
+degree mask drops whatever is not, as for any other neighbour.
+
+>>> mirror_index((2, 3), 0).tolist()[5]  # pixel (1, 2): its mirror (1, 0)
+[3]
 """
 
 from __future__ import annotations
@@ -26,7 +33,15 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-__all__ = ["LocalHead", "causal_offsets", "gather_index", "local_mask", "neighbour_index"]
+__all__ = [
+    "LocalHead",
+    "causal_offsets",
+    "gather_index",
+    "local_mask",
+    "mirror_index",
+    "neighbour_index",
+    "window_index",
+]
 
 
 def causal_offsets(rows: int, cols: int) -> list[tuple[int, int]]:
@@ -36,16 +51,35 @@ def causal_offsets(rows: int, cols: int) -> list[tuple[int, int]]:
     return above + [(0, dx) for dx in range(-cols, 0)]
 
 
-def neighbour_index(shape: Sequence[int], offsets: Sequence[tuple[int, int]]) -> torch.Tensor:
-    """``(D, N)`` raster index of each pixel's neighbour at each offset, ``-1`` outside the image."""
+def neighbour_index(
+    shape: Sequence[int], offsets: Sequence[tuple[int, int]], mirror: bool = False
+) -> torch.Tensor:
+    """``(D, N)`` raster index of each pixel's neighbour at each offset, ``-1`` outside the image; with
+    ``mirror`` the offsets are taken from the pixel's mirror image ``(y, W-1-x)``."""
     h, w = int(shape[0]), int(shape[1])
     ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-    ys, xs = ys.reshape(-1, 1), xs.reshape(-1, 1)
+    ys, xs = ys.reshape(-1, 1), (w - 1 - xs if mirror else xs).reshape(-1, 1)
     dy = torch.tensor([o[0] for o in offsets], dtype=torch.long)
     dx = torch.tensor([o[1] for o in offsets], dtype=torch.long)
     ny, nx = ys + dy, xs + dx
     inside = (ny >= 0) & (ny < h) & (nx >= 0) & (nx < w)
     return torch.where(inside, ny * w + nx, torch.full_like(ny, -1))
+
+
+def mirror_index(shape: Sequence[int], radius: int) -> torch.Tensor:
+    """``(D, (r+1)(2r+1))`` index of the pixels around each pixel's mirror image: rows ``y-r..y``,
+    columns within ``r`` of ``W-1-x``."""
+    offsets = [(dy, dx) for dy in range(-radius, 1) for dx in range(-radius, radius + 1)]
+    return neighbour_index(shape, offsets, mirror=True)
+
+
+def window_index(shape: Sequence[int], rows: int, cols: int, mirror: int | None) -> torch.Tensor:
+    """``(D, N)`` the local head's window: the causal offsets, then the mirror window when ``mirror`` is
+    not ``None`` (the degree mask later drops what a pixel may not read)."""
+    index = neighbour_index(shape, causal_offsets(rows, cols))
+    if mirror is None:
+        return index
+    return torch.cat([index, mirror_index(shape, mirror)], dim=1)
 
 
 def local_mask(index: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .distributions import OutputDistribution, distribution_from_spec
-from .local import LocalHead, causal_offsets, gather_index, local_mask, neighbour_index
+from .local import LocalHead, gather_index, local_mask, window_index
 from .masks import draw_hidden_degrees, hidden_mask, input_degrees, make_ordering, output_mask
 
 __all__ = ["MADE", "MADEConfig", "MaskedLinear"]
@@ -43,6 +43,8 @@ class MADEConfig:
     ``local_rows``/``local_cols`` > 0 add the local head (:mod:`service.made.local`): a window of that
     many rows above and columns either side, read by an MLP of widths ``local_hidden`` shared by every
     pixel, which also reads ``local_context`` extra MADE outputs per pixel. It needs ``image_shape``.
+    ``local_mirror`` = r adds to the window the pixels within r of each pixel's mirror image (rows
+    ``y-r..y``); ``None`` leaves it out.
     """
 
     data_dim: int
@@ -60,6 +62,7 @@ class MADEConfig:
     local_cols: int = 0
     local_hidden: tuple[int, ...] = ()
     local_context: int = 0
+    local_mirror: int | None = None
 
     @property
     def has_local(self) -> bool:
@@ -92,8 +95,10 @@ class MADEConfig:
                 raise ValueError("a local head needs image_shape")
             if not self.local_hidden or min(self.local_hidden) < 1:
                 raise ValueError("a local head needs local_hidden widths >= 1")
-        elif self.local_hidden or self.local_context:
-            raise ValueError("local_hidden and local_context need local_rows or local_cols > 0")
+        elif self.local_hidden or self.local_context or self.local_mirror is not None:
+            raise ValueError("local_hidden, local_context and local_mirror need local_rows or local_cols > 0")
+        if self.local_mirror is not None and self.local_mirror < 0:
+            raise ValueError("local_mirror must be None or >= 0")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -182,7 +187,9 @@ class MADE(nn.Module):
         self.local_head: LocalHead | None = None
         if config.has_local:
             assert config.image_shape is not None
-            index = neighbour_index(config.image_shape, causal_offsets(config.local_rows, config.local_cols))
+            index = window_index(
+                config.image_shape, config.local_rows, config.local_cols, config.local_mirror
+            )
             self.register_buffer("local_index", index, persistent=False)
             self.local_head = LocalHead(
                 index.shape[1], config.local_context, config.local_hidden, self.dist.n_params

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..made import MADE
@@ -51,6 +52,7 @@ class TrainConfig:
     eval_batch_size: int = 1000
     grad_clip: float | None = None
     hflip: bool = False
+    shift: int = 0
     dropout: float = 0.0
     dropout_until: int | None = None  # epochs after this one train without dropout (a dropout-free tail)
     ema: float = 0.0
@@ -94,6 +96,20 @@ def _random_hflip(x: torch.Tensor, shape: tuple[int, int] | None, gen: torch.Gen
     flip = (torch.rand(x.shape[0], generator=gen) < 0.5).to(x.device)
     mirrored = x.view(-1, *shape).flip(-1).reshape(x.shape)
     return torch.where(flip[:, None], mirrored, x)
+
+
+def _random_shift(
+    x: torch.Tensor, shape: tuple[int, int] | None, limit: int, gen: torch.Generator
+) -> torch.Tensor:
+    """Move each row's image by a random ``(dy, dx)`` in ``[-limit, limit]^2``, repeating the edge pixels
+    (augmentation: nearby faces are the same face a pixel off)."""
+    if shape is None:
+        raise ValueError("shift needs the image shape")
+    h, w = shape
+    padded = F.pad(x.view(-1, 1, h, w), (limit,) * 4, mode="replicate")[:, 0]
+    dy, dx = torch.randint(0, 2 * limit + 1, (2, x.shape[0]), generator=gen).tolist()
+    rows = [padded[i, a : a + h, b : b + w] for i, (a, b) in enumerate(zip(dy, dx, strict=True))]
+    return torch.stack(rows).reshape(x.shape)
 
 
 def _seed_everything(seed: int) -> None:
@@ -232,6 +248,8 @@ def train(
             xb = train_x[perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]]
             if cfg.hflip:
                 xb = _random_hflip(xb, cfg.image_shape, shuffle_gen)
+            if cfg.shift:
+                xb = _random_shift(xb, cfg.image_shape, cfg.shift, shuffle_gen)
             loss = -model.log_prob(xb, step % k_masks).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()

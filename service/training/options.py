@@ -83,6 +83,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("local_cols", 0, "local head: window columns either side of each pixel", "model", int),
     Option("local_hidden", [], "local head: MLP widths shared by every pixel", "model", widths),
     Option("local_context", 0, "local head: extra MADE outputs per pixel it reads", "model", int),
+    Option(
+        "local_mirror",
+        None,
+        "local head: also read the pixels within this of each pixel's mirror",
+        "model",
+        int,
+    ),
     # the loop (TrainConfig)
     Option("epochs", 100, "epochs at most", "train", int),
     Option("batch_size", 100, "minibatch rows", "train", int),
@@ -100,6 +107,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("threads", None, "torch.set_num_threads", "train", int),
     Option("grad_clip", None, "clip the gradient norm to this", "train", float),
     Option("hflip", False, "random left-right mirroring", "train"),
+    Option("shift", 0, "random shifts of up to this many pixels each way (edges repeated)", "train", int),
     Option("dropout", 0.0, "dropout rate on hidden units while training", "train", float),
     Option(
         "dropout_until", None, "train without dropout after this epoch (a dropout-free tail)", "train", int

@@ -20,7 +20,7 @@ CASES = {
     ),
     "bern-pooled": None,  # two MADEs pooled into one: hidden units side by side, unsorted by degree
     # the local head (a 4x4 image): a window read by a tied MLP, with context outputs, under one raster
-    # ordering and under three random orderings that mask parts of the window
+    # ordering and under three random orderings that mask parts of the window; both read a mirror window
     "logistic-local": dict(
         distribution=LOGI,
         hidden=(20,),
@@ -30,6 +30,7 @@ CASES = {
         local_cols=1,
         local_hidden=(6, 5),
         local_context=3,
+        local_mirror=1,
     ),
     "bern-local-3orderings": dict(
         distribution=BERN,
@@ -42,6 +43,7 @@ CASES = {
         local_cols=1,
         local_hidden=(5,),
         local_context=2,
+        local_mirror=0,
     ),
 }
 

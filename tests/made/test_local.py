@@ -23,11 +23,12 @@ from service.made import (
     save_model,
     verify_autoregressive,
 )
-from service.made.local import causal_offsets, local_mask, neighbour_index
+from service.made.local import causal_offsets, local_mask, mirror_index, neighbour_index, window_index
 
 from .conftest import BERN, LOGI, make_model
 
 LOCAL = dict(image_shape=(4, 4), local_rows=2, local_cols=1, local_hidden=(6, 5), local_context=3)
+MIRROR = dict(LOCAL, local_mirror=1)
 
 
 def test_window_precedes_each_pixel_in_raster_order() -> None:
@@ -44,16 +45,38 @@ def test_window_precedes_each_pixel_in_raster_order() -> None:
     assert not local_mask(index, reverse).any()  # reversed order: every window pixel comes later
 
 
+def test_mirror_window_reads_the_drawn_side_of_the_row() -> None:
+    index = mirror_index((3, 4), 1)  # rows y-1..y, columns 2-x..4-x (the mirror column is 3-x)
+    assert index.shape == (12, 6)
+    assert index[7].tolist() == [-1, 0, 1, -1, 4, 5]  # pixel (1, 3): mirror (1, 0), its row and the one above
+    raster = torch.arange(1, 13)
+    kept = local_mask(index, raster)
+    assert kept[7].tolist() == [False, True, True, False, True, True]
+    assert kept[5].tolist() == [
+        True,
+        True,
+        True,
+        False,
+        False,
+        False,
+    ]  # (1, 1): itself, its mirror (1, 2) after
+    both = window_index((3, 4), 1, 1, 1)
+    assert torch.equal(both, torch.cat([neighbour_index((3, 4), causal_offsets(1, 1)), index], 1))
+    assert torch.equal(window_index((3, 4), 1, 1, None), both[:, :4])
+
+
 @pytest.mark.parametrize(
     "extra",
     [
         dict(distribution=LOGI),
+        dict(distribution=LOGI, local_mirror=1),
+        dict(distribution=BERN, ordering="random", local_mirror=0),
         dict(distribution=LOGI, num_masks=3, ordering="random", vary_ordering=True, direct=True),
         dict(distribution=BERN, ordering="reversed"),
     ],
 )
 def test_autoregressive_under_every_mask(extra: dict[str, object]) -> None:
-    model = make_model(data_dim=16, hidden=(20,), **LOCAL, **extra)  # type: ignore[arg-type]
+    model = make_model(data_dim=16, hidden=(20,), **{**LOCAL, **extra})  # type: ignore[arg-type]
     verify_autoregressive(model, n_inputs=2)
 
 
@@ -74,10 +97,11 @@ def test_all_values_sum_to_one() -> None:
     assert float(total) == pytest.approx(1.0, abs=1e-12)
 
 
+@pytest.mark.parametrize("window", [LOCAL, MIRROR], ids=["causal", "mirror"])
 @pytest.mark.parametrize("temperature", [0.0, 0.5, 1.0])
 @pytest.mark.parametrize("n_known", [0, 7])
-def test_cached_sampler_equals_the_reference(temperature: float, n_known: int) -> None:
-    model = make_model(data_dim=16, hidden=(20, 12), distribution=LOGI, direct=True, **LOCAL)  # type: ignore[arg-type]
+def test_cached_sampler_equals_the_reference(temperature: float, n_known: int, window: dict) -> None:
+    model = make_model(data_dim=16, hidden=(20, 12), distribution=LOGI, direct=True, **window)  # type: ignore[arg-type]
     u = torch.rand(5, 17, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     known = sample_reference(model, uniforms=u).x if n_known else None
     kw = dict(uniforms=u, known=known, n_known=n_known, temperature=temperature)
@@ -91,10 +115,11 @@ def test_cached_sampler_equals_the_reference(temperature: float, n_known: int) -
 
 
 def test_checkpoint_round_trip_keeps_the_head(tmp_path: Path) -> None:
-    model = make_model(data_dim=16, hidden=(20,), distribution=LOGI, **LOCAL)  # type: ignore[arg-type]
+    model = make_model(data_dim=16, hidden=(20,), distribution=LOGI, **MIRROR)  # type: ignore[arg-type]
     save_model(tmp_path / "m", model, {"name": "local"}, dtype=torch.float64)
     loaded, card = load_model(tmp_path / "m")
     assert card["config"]["local_hidden"] == [6, 5] and card["config"]["image_shape"] == [4, 4]
+    assert card["config"]["local_mirror"] == 1
     x = torch.randint(0, 256, (3, 16)).double()
     with torch.no_grad():
         assert torch.allclose(loaded.double().log_prob(x), model.log_prob(x), rtol=1e-6)  # float32 weights
@@ -107,6 +132,8 @@ def test_checkpoint_round_trip_keeps_the_head(tmp_path: Path) -> None:
         (dict(image_shape=(4, 4), local_rows=1), "local_hidden"),
         (dict(image_shape=(4, 4), local_hidden=(4,)), "need local_rows or local_cols"),
         (dict(image_shape=(3, 4), local_rows=1, local_hidden=(4,)), "does not hold data_dim"),
+        (dict(image_shape=(4, 4), local_mirror=1), "need local_rows or local_cols"),
+        (dict(image_shape=(4, 4), local_rows=1, local_hidden=(4,), local_mirror=-1), "local_mirror must be"),
     ],
 )
 def test_bad_local_configs_are_refused(kw: dict[str, object], message: str) -> None:
@@ -115,6 +142,6 @@ def test_bad_local_configs_are_refused(kw: dict[str, object], message: str) -> N
 
 
 def test_config_round_trips_through_json() -> None:
-    cfg = MADEConfig(data_dim=16, hidden=(8,), **LOCAL)  # type: ignore[arg-type]
+    cfg = MADEConfig(data_dim=16, hidden=(8,), **MIRROR)  # type: ignore[arg-type]
     assert MADEConfig.from_dict(cfg.to_dict()) == cfg
     assert MADE(cfg).local_head is not None
