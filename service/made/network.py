@@ -164,13 +164,15 @@ class MaskedLinear(nn.Linear):
 
 class MADE(nn.Module):
     """Masked autoencoder for distribution estimation with K masks, optional direct connections and an
-    optional local head; dropout (rate ``dropout.p``, set by training) acts on every hidden unit."""
+    optional local head; dropout (set by training) acts on the MADE's hidden units (``dropout``) and on
+    the local head's (``head_dropout``)."""
 
     def __init__(self, config: MADEConfig) -> None:
         super().__init__()
         self.config = config
         self.dist: OutputDistribution = distribution_from_spec(config.distribution)
         self.dropout = nn.Dropout(0.0)
+        self.head_dropout = nn.Dropout(0.0)
         d, k_masks = config.data_dim, config.num_masks
 
         orders = []
@@ -314,9 +316,11 @@ class MADE(nn.Module):
                 layer.keep_masked = on
                 layer._masked.clear()
 
-    def set_dropout(self, rate: float) -> None:
-        """Dropout rate on every hidden unit (MADE and local head) in training mode; eval ignores it."""
+    def set_dropout(self, rate: float, head_rate: float | None = None) -> None:
+        """Dropout rate on the MADE's hidden units, and on the local head's (``head_rate``, by default the
+        same), in training mode; eval ignores both."""
         self.dropout.p = float(rate)
+        self.head_dropout.p = float(rate if head_rate is None else head_rate)
 
     def forward(self, x: torch.Tensor, k: int = 0) -> torch.Tensor:
         """Distribution parameters ``(B, D, P)`` for data ``x`` ``(B, D)`` under mask ``k``."""
@@ -347,7 +351,7 @@ class MADE(nn.Module):
             return out
         p = self.dist.n_params
         return out[..., :p] + self.local_head(
-            self.neighbours(inp, k, dims), out[..., p:], self.activation, self.dropout
+            self.neighbours(inp, k, dims), out[..., p:], self.activation, self.head_dropout
         )
 
     def neighbours(self, inp: torch.Tensor, k: int = 0, dims: torch.Tensor | None = None) -> torch.Tensor:

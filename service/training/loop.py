@@ -54,6 +54,7 @@ class TrainConfig:
     hflip: bool = False
     shift: int = 0
     dropout: float = 0.0
+    head_dropout: float | None = None  # the local head's rate; None: the same as ``dropout``
     dropout_until: int | None = None  # epochs after this one train without dropout (a dropout-free tail)
     ema: float = 0.0
     image_shape: tuple[int, int] | None = None
@@ -238,8 +239,11 @@ def train(
         t0 = time.perf_counter()
         perm = torch.randperm(n, generator=shuffle_gen).to(device)
         total, seen = 0.0, 0
-        dropout = cfg.dropout if cfg.dropout_until is None or epoch < cfg.dropout_until else 0.0
-        model.set_dropout(dropout)  # the model's own dropout: zeroing hidden units keeps it autoregressive
+        tail = cfg.dropout_until is not None and epoch >= cfg.dropout_until
+        dropout = 0.0 if tail else cfg.dropout
+        head_dropout = 0.0 if tail else cfg.head_dropout  # None: the same as dropout
+        # the model's own dropout: zeroing hidden units keeps it autoregressive
+        model.set_dropout(dropout, head_dropout)
         n_batches = math.ceil(n / cfg.batch_size)
         bar = tqdm(
             range(n_batches), desc=f"epoch {epoch + 1}", leave=False, disable=not progress, mininterval=2

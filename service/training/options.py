@@ -110,6 +110,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("shift", 0, "random shifts of up to this many pixels each way (edges repeated)", "train", int),
     Option("dropout", 0.0, "dropout rate on hidden units while training", "train", float),
     Option(
+        "head_dropout", None, "dropout rate on the local head's units (default: --dropout)", "train", float
+    ),
+    Option(
         "dropout_until", None, "train without dropout after this epoch (a dropout-free tail)", "train", int
     ),
     Option(

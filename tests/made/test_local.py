@@ -145,3 +145,25 @@ def test_config_round_trips_through_json() -> None:
     cfg = MADEConfig(data_dim=16, hidden=(8,), **MIRROR)  # type: ignore[arg-type]
     assert MADEConfig.from_dict(cfg.to_dict()) == cfg
     assert MADE(cfg).local_head is not None
+
+
+def test_head_dropout_is_separate_from_the_made_units() -> None:
+    model = make_model(data_dim=16, hidden=(20,), distribution=LOGI, **LOCAL).train()  # type: ignore[arg-type]
+    with torch.no_grad():  # a nonzero last layer, so the head's units matter
+        model.local_head.out.weight.normal_(generator=torch.Generator().manual_seed(0))
+    x = torch.randint(0, 256, (3, 16)).double()
+    model.set_dropout(0.0)
+    clean = model.log_prob(x)
+    model.set_dropout(0.0, 0.5)  # head only
+    assert not torch.equal(model.log_prob(x), clean)
+    assert model.dropout.p == 0.0 and model.head_dropout.p == 0.5
+    model.set_dropout(0.3)  # the head follows the MADE's rate unless told
+    assert model.head_dropout.p == 0.3
+    model.set_dropout(0.5, 0.0)  # MADE units only: the head's units are kept whatever the draw
+    with torch.no_grad():
+        nb, ctx = model.neighbours(model.dist.preprocess(x)), torch.ones(3, 16, 3, dtype=torch.float64)
+        runs = []
+        for seed in (1, 2):
+            torch.manual_seed(seed)
+            runs.append(model.local_head(nb, ctx, model.activation, model.head_dropout))
+    assert torch.equal(runs[0], runs[1])
