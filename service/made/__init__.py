@@ -1,6 +1,7 @@
 """Pure PyTorch MADE: masks, network, output distributions, samplers and checkpoint I/O (no web code)."""
 
 from .checkpoint import CheckpointError, load_model, read_card, save_model
+from .config import MADEConfig
 from .distributions import (
     MAX_TEMPERATURE,
     MIN_TEMPERATURE,
@@ -11,7 +12,7 @@ from .distributions import (
     distribution_from_spec,
 )
 from .merge import pool
-from .network import MADE, MADEConfig, MaskedLinear
+from .network import MADE, MaskedLinear
 from .sampling import (
     CachedPlan,
     SampleResult,

@@ -21,7 +21,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .network import MADE, MADEConfig, MaskedLinear
+from .config import MADEConfig
+from .network import MADE, MaskedLinear
 from .verify import AutoregressiveViolation, verify_autoregressive
 
 __all__ = [

@@ -25,7 +25,8 @@ from collections.abc import Sequence
 
 import torch
 
-from .network import MADE, MADEConfig
+from .config import MADEConfig
+from .network import MADE
 
 __all__ = ["pool"]
 
