@@ -192,6 +192,8 @@ def train(
         raise ValueError(f"ema must be in [0, 1), got {cfg.ema}")
     if cfg.dropout_until is not None and cfg.dropout_until < 0:
         raise ValueError(f"dropout_until must be >= 0, got {cfg.dropout_until}")
+    if cfg.shift < 0:
+        raise ValueError(f"shift must be >= 0, got {cfg.shift}")
     model.to(device).train()
     train_x = train_x.to(device)
     ema = _make_ema(model, cfg.ema)

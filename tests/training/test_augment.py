@@ -52,3 +52,11 @@ def test_a_run_with_shifts_and_a_mirror_window(tmp_path) -> None:
     assert card["training"]["shift"] == 1 and card["config"]["local_mirror"] == 1
     model, _ = load_model(tmp_path / "m")
     verify_autoregressive(model.double())
+
+
+def test_a_negative_shift_is_refused(tmp_path, capsys) -> None:
+    argv = ["train", "--preset", "digits-gray", "--epochs", "1", "--shift", "-1", "--no-progress"]
+    assert (
+        main([*argv, "--run-dir", str(tmp_path / "r"), "--out", str(tmp_path / "m"), "--threads", "1"]) == 2
+    )
+    assert "shift must be >= 0, got -1" in capsys.readouterr().err
