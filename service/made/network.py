@@ -224,8 +224,11 @@ class MADE(nn.Module):
     def set_dropout(self, rate: float, head_rate: float | None = None) -> None:
         """Dropout rate on the MADE's hidden units, and on the local head's (``head_rate``, by default the
         same), in training mode; eval ignores both."""
+        head = rate if head_rate is None else head_rate
+        if not (0.0 <= rate < 1.0 and 0.0 <= head < 1.0):
+            raise ValueError(f"dropout rates must be in [0, 1), got {rate} and {head} (head)")
         self.dropout.p = float(rate)
-        self.head_dropout.p = float(rate if head_rate is None else head_rate)
+        self.head_dropout.p = float(head)
 
     def forward(self, x: torch.Tensor, k: int = 0) -> torch.Tensor:
         """Distribution parameters ``(B, D, P)`` for data ``x`` ``(B, D)`` under mask ``k``."""

@@ -159,6 +159,9 @@ def test_head_dropout_is_separate_from_the_made_units() -> None:
     assert model.dropout.p == 0.0 and model.head_dropout.p == 0.5
     model.set_dropout(0.3)  # the head follows the MADE's rate unless told
     assert model.head_dropout.p == 0.3
+    for bad in [(1.0, None), (0.1, -0.2), (-0.1, 0.0)]:
+        with pytest.raises(ValueError, match="dropout rates must be in"):
+            model.set_dropout(*bad)
     model.set_dropout(0.5, 0.0)  # MADE units only: the head's units are kept whatever the draw
     with torch.no_grad():
         nb, ctx = model.neighbours(model.dist.preprocess(x)), torch.ones(3, 16, 3, dtype=torch.float64)
