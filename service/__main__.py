@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 # torch's OpenMP workers spin after each parallel op and then steal the core the sampling kernel threads
 # need; sleeping workers cost a wake-up per op instead (must be set before torch loads).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Likewise SciPy's OpenBLAS (the nogil log-prob kernel's matrix products): its threads spin after each
+# call. One thread, beside the event loop: 1.21 cores for the same req/s as 1.8 with two (docs/serving.md).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 __all__ = ["SettingsError", "load_settings", "main"]
 

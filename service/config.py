@@ -131,6 +131,11 @@ class Settings(BaseSettings):
         description="Log-prob batches whose forward pass took at most this long at start-up run on the "
         "event loop instead of the worker thread (0 = never).",
     )
+    logprob_backend: Literal["auto", "nogil", "torch"] = Field(
+        "auto",
+        description="Log-prob forward pass: nogil = one numba call that holds no GIL (Bernoulli models "
+        "without a local head, on CPU), torch = the model's own; auto = nogil where it serves the model.",
+    )
     request_timeout_s: float = Field(60.0, gt=0, description="Per-request deadline inside the engine.")
     retry_after_s: int = Field(
         1, ge=1, description="Retry-After of a 503 when no drain rate is known yet (a stopped engine)."

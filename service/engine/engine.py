@@ -18,6 +18,7 @@ import numpy as np
 from service.made import MADE, check_temperature
 
 from .logprob import LogProbBatcher, inline_rows, validate_data
+from .logprob_kernel import NogilLogProb, nogil_unsupported
 from .loop import Job, SamplingLoop, sampling_thread
 from .runner_numba import NumbaRunner
 from .runner_torch import TorchRunner
@@ -98,6 +99,7 @@ class Engine:
         self._exec: ThreadPoolExecutor | None = None
         self._lp_exec: ThreadPoolExecutor | None = None
         self._batcher: LogProbBatcher | None = None
+        self._lp_kernel = self._logprob_kernel()
         self._task: asyncio.Task[None] | None = None
         self._accepting = False
 
@@ -117,8 +119,9 @@ class Engine:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._exec, self._loop.warmup)
         cfg = self.config
+        kernel = self._lp_kernel
         inline = await loop.run_in_executor(
-            self._lp_exec, inline_rows, self.model, cfg.logprob_inline_ms / 1000.0
+            self._lp_exec, inline_rows, self.model, cfg.logprob_inline_ms / 1000.0, 3, kernel
         )
         self._batcher = LogProbBatcher(
             self.model,
@@ -128,10 +131,22 @@ class Engine:
             cfg.max_queued_rows,
             self.metrics,
             inline,
+            kernel,
         )
         self._loop.executor, self._loop.batcher = self._exec, self._batcher
         self._accepting = True
         self._task = asyncio.create_task(self._loop.run(), name=f"engine-{self.name}")
+
+    def _logprob_kernel(self) -> NogilLogProb | None:
+        """The log-prob forward pass without the GIL where ``logprob_backend`` allows and it serves the
+        model (``auto``), else None (torch)."""
+        choice = self.config.logprob_backend
+        why = nogil_unsupported(self.model)
+        if choice == "torch" or (choice == "auto" and why is not None):
+            return None
+        if why is not None:
+            raise ValueError(f"logprob_backend nogil does not serve a model with {why}")
+        return NogilLogProb(self.model)
 
     async def stop(self, grace_s: float = 10.0) -> None:
         """Stop admitting (new calls raise :class:`EngineStopped`), let in-flight work finish within

@@ -20,9 +20,17 @@ import torch
 
 from service.made import MADE
 
+from .logprob_kernel import NogilLogProb
 from .types import EngineFull, EngineMetrics, EngineStopped, LogProbOutput
 
-__all__ = ["LogProbBatcher", "inline_rows", "log_prob_batch", "validate_data"]
+__all__ = [
+    "LogProbBatcher",
+    "inline_rows",
+    "log_prob_batch",
+    "mix_conditionals",
+    "torch_per_mask",
+    "validate_data",
+]
 
 
 def validate_data(model: MADE, x: np.ndarray, name: str) -> np.ndarray:
@@ -38,32 +46,46 @@ def validate_data(model: MADE, x: np.ndarray, name: str) -> np.ndarray:
     return arr
 
 
+def mix_conditionals(
+    per: np.ndarray, order: np.ndarray, per_dim: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The mixture ``log p(x)`` ``(B,)`` and, if asked, its conditionals ``(B, D)`` from each mask's
+    conditionals ``per`` ``(K, B, D)`` (float64); ``order`` is the shared ordering (for ``K > 1``)."""
+    k_masks = per.shape[0]
+    if k_masks == 1:
+        return per[0].sum(-1), per[0] if per_dim else None
+    if not per_dim:
+        return np.logaddexp.reduce(per.sum(-1), axis=0) - math.log(k_masks), None
+    cum = per[:, :, order].cumsum(2)  # (K, B, D) along the ordering
+    mix = np.logaddexp.reduce(cum, axis=0) - math.log(k_masks)
+    out = np.empty_like(mix)
+    out[:, order] = np.diff(mix, axis=1, prepend=0.0)
+    return mix[:, -1], out
+
+
 @torch.no_grad()
-def log_prob_batch(model: MADE, x: np.ndarray, per_dim: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """Mixture ``log p(x)`` ``(B,)`` and, if asked, the mixture conditionals ``(B, D)``, float64."""
+def torch_per_mask(model: MADE, x: np.ndarray) -> np.ndarray:
+    """Each mask's conditionals ``(K, B, D)`` float64 by the model's own forward pass (the reference)."""
     w = model.output_layer.weight
     xt = torch.as_tensor(x, dtype=w.dtype, device=w.device)
-    k_masks = model.num_masks
-    if k_masks == 1:
-        pd = model.log_prob_per_dim(xt, 0).to(torch.float64)
-        return pd.sum(-1).cpu().numpy(), pd.cpu().numpy() if per_dim else None
-    per = [model.log_prob_per_dim(xt, k).to(torch.float64) for k in range(k_masks)]
-    if not per_dim:
-        comp = torch.stack([p.sum(-1) for p in per], -1)
-        return (torch.logsumexp(comp, -1) - math.log(k_masks)).cpu().numpy(), None
-    order = model.ordering(0)
-    cum = torch.stack([p[:, order] for p in per], -1).cumsum(1)  # (B, D, K) along the ordering
-    mix = torch.logsumexp(cum, dim=-1) - math.log(k_masks)
-    cond = torch.diff(mix, dim=1, prepend=torch.zeros_like(mix[:, :1]))
-    out = torch.empty_like(cond)
-    out[:, order] = cond
-    return mix[:, -1].cpu().numpy(), out.cpu().numpy()
+    per = [model.log_prob_per_dim(xt, k).to(torch.float64) for k in range(model.num_masks)]
+    return torch.stack(per).cpu().numpy()
+
+
+def log_prob_batch(
+    model: MADE, x: np.ndarray, per_dim: bool, kernel: NogilLogProb | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Mixture ``log p(x)`` ``(B,)`` and, if asked, the mixture conditionals ``(B, D)``, float64: by
+    ``kernel`` (one call without the GIL) when given, else by torch."""
+    per = kernel.per_mask(x) if kernel is not None else torch_per_mask(model, x)
+    order = model.ordering(0).cpu().numpy() if model.num_masks > 1 else np.arange(0)
+    return mix_conditionals(per, order, per_dim)
 
 
 INLINE_SIZES = (1, 2, 4, 8, 16)  # batch sizes tried for running on the event loop
 
 
-def inline_rows(model: MADE, limit_s: float, repeats: int = 3) -> int:
+def inline_rows(model: MADE, limit_s: float, repeats: int = 3, kernel: NogilLogProb | None = None) -> int:
     """The largest batch of :data:`INLINE_SIZES` whose forward pass (best of ``repeats``) took at most
     ``limit_s`` here, or 0. Such batches run on the event loop: in a worker thread, a forward pass
     takes the GIL back after each of its torch calls, and each time waits behind a busy event loop
@@ -76,7 +98,7 @@ def inline_rows(model: MADE, limit_s: float, repeats: int = 3) -> int:
         spent = []
         for _ in range(repeats):
             t0 = time.perf_counter()
-            log_prob_batch(model, x, False)
+            log_prob_batch(model, x, False, kernel)
             spent.append(time.perf_counter() - t0)
         if min(spent) > limit_s:
             break
@@ -112,8 +134,10 @@ class LogProbBatcher:
         max_queued_rows: int,
         metrics: EngineMetrics,
         inline_rows: int = 0,
+        kernel: NogilLogProb | None = None,
     ) -> None:
         self.model = model
+        self.kernel = kernel  # the forward pass without the GIL (logprob_kernel), else torch
         self.inline_rows = inline_rows  # batches of at most this many rows run on the event loop
         self.executor = executor
         self.max_batch = max_batch
@@ -261,9 +285,9 @@ class LogProbBatcher:
 
     def _compute(self, x: np.ndarray, per_dim: bool) -> tuple[np.ndarray, np.ndarray | None]:
         if x.shape[0] <= self.max_batch:
-            return log_prob_batch(self.model, x, per_dim)
+            return log_prob_batch(self.model, x, per_dim, self.kernel)
         parts = [
-            log_prob_batch(self.model, x[i : i + self.max_batch], per_dim)
+            log_prob_batch(self.model, x[i : i + self.max_batch], per_dim, self.kernel)
             for i in range(0, len(x), self.max_batch)
         ]
         lp = np.concatenate([p[0] for p in parts])

@@ -45,6 +45,7 @@ class EngineConfig:
     logprob_max_batch: int = 1024
     logprob_max_wait_ms: float = 0.0
     logprob_inline_ms: float = 1.5
+    logprob_backend: str = "auto"  # "auto" | "nogil" | "torch"  (auto: see Engine)
     request_timeout_s: float = 60.0
     backend: str = "auto"  # "auto" | "stream" | "numba" | "torch"  (auto: see Engine)
     chunk_budget_ms: float = 50.0
@@ -63,6 +64,8 @@ class EngineConfig:
             raise ValueError("steps_per_chunk must be >= 1")
         if self.logprob_max_batch < 1:
             raise ValueError("logprob_max_batch must be >= 1")
+        if self.logprob_backend not in ("auto", "nogil", "torch"):
+            raise ValueError(f"logprob_backend must be auto, nogil or torch, got {self.logprob_backend!r}")
         if (
             min(
                 self.admission_window_ms,
