@@ -15,6 +15,8 @@ protocol adds, per connection:
 
 uvicorn's ``limit_concurrency`` is not used: it answers 503 only once headers are complete, and it
 counts stalled connections, so under such a flood it would refuse the probes too.
+Each response's head is held until its first body write and both go out in one ``writelines`` (one
+system call where uvicorn makes two: ``_OneWrite``).
 It also marks the process as draining (:mod:`service.api.lifecycle`) when uvicorn begins a graceful
 shutdown, so the readiness probe reports not-ready from then on.
 """
@@ -56,6 +58,40 @@ def _limits() -> tuple[float, int]:
     settings = get_settings()
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     return settings.header_timeout_s, connection_cap(settings.max_connections, soft)
+
+
+class _OneWrite:
+    """The transport as one request's cycle sees it: the response head (the first write once the
+    response has started) is held and leaves with the first body write, in one ``writelines``.
+
+    Writes before the response starts (``100 Continue``) pass at once; closing sends a held head first.
+    Everything else is the transport's own."""
+
+    __slots__ = ("_cycle", "_head", "_sent", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, cycle: Any) -> None:
+        self._transport = transport
+        self._cycle = cycle
+        self._head: bytes | None = None
+        self._sent = False  # the head has been written (held, then sent)
+
+    def write(self, data: bytes) -> None:
+        if self._sent or not self._cycle.response_started:
+            self._transport.write(data)
+        elif self._head is None:
+            self._head = data
+        else:
+            head, self._head, self._sent = self._head, None, True
+            self._transport.writelines((head, data))
+
+    def close(self) -> None:
+        if self._head is not None:
+            head, self._head, self._sent = self._head, None, True
+            self._transport.write(head)
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -104,7 +140,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._disarm()
+        before = self.cycle
         super().on_headers_complete()
+        if self.cycle is not None and self.cycle is not before:  # a new request (not an upgrade)
+            self.cycle.transport = _OneWrite(self.transport, self.cycle)
 
     def on_response_complete(self) -> None:
         pipelined = bool(self.pipeline)

@@ -22,7 +22,7 @@ import uvicorn
 
 from bench.server import Server, free_port, make_model
 from service.api import lifecycle
-from service.api.connections import GuardedHttpToolsProtocol, connection_cap
+from service.api.connections import GuardedHttpToolsProtocol, _OneWrite, connection_cap
 from tests.api.conftest import Api, assert_problem
 
 STALLED = 300  # sockets per test: a third silent, a third stopped mid-header, a third trickling
@@ -183,3 +183,73 @@ async def test_uvicorn_drain_marks_the_process_draining() -> None:
         lifecycle.reset()
         server.should_exit = True
         await asyncio.wait_for(task, timeout=30)
+
+
+class _Transport:
+    """Records what reaches the socket: one entry per system call (``write`` or ``writelines``)."""
+
+    def __init__(self) -> None:
+        self.calls: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.calls.append(bytes(data))
+
+    def writelines(self, parts: tuple[bytes, ...]) -> None:
+        self.calls.append(b"".join(parts))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+class _Cycle:
+    response_started = False
+
+
+def test_a_response_head_leaves_with_its_first_body_write() -> None:
+    t, cycle = _Transport(), _Cycle()
+    w = _OneWrite(t, cycle)  # type: ignore[arg-type]
+    w.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # before the response starts: at once
+    cycle.response_started = True
+    w.write(b"HEAD\r\n\r\n")
+    assert t.calls == [b"HTTP/1.1 100 Continue\r\n\r\n"]  # the head is held
+    w.write(b"body-1")
+    w.write(b"body-2")
+    assert t.calls[1:] == [b"HEAD\r\n\r\nbody-1", b"body-2"]
+    assert not w.is_closing()  # the rest is the transport's own
+
+
+def test_closing_sends_a_held_head_first() -> None:
+    t, cycle = _Transport(), _Cycle()
+    w = _OneWrite(t, cycle)  # type: ignore[arg-type]
+    cycle.response_started = True
+    w.write(b"HEAD\r\n\r\n")
+    w.close()
+    assert t.calls == [b"HEAD\r\n\r\n"] and t.closed
+
+
+def test_pipelined_and_100_continue_requests_get_whole_answers(repo: Path, tmp_path: Path) -> None:
+    with (
+        Server(repo, tmp_path / "server.log", {"MADE_DEFAULT_MODEL": "m"}) as server,
+        socket.create_connection(("127.0.0.1", server.port), timeout=10) as s,
+    ):
+        get = b"GET /v2/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        s.sendall(get * 3)  # pipelined: three heads, three bodies, in order
+        data = b""
+        while data.count(b"HTTP/1.1 200") < 3 or not data.endswith(b"}"):
+            chunk = s.recv(65536)
+            assert chunk, "connection closed early"
+            data += chunk
+        assert data.count(b"HTTP/1.1 200 OK") == 3
+        body = b'{"n": 1, "seed": 3}'
+        s.sendall(
+            b"POST /sample HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body)
+        )
+        assert s.recv(4096) == b"HTTP/1.1 100 Continue\r\n\r\n"  # not held behind the answer
+        s.sendall(body)
+        answer = s.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 200 OK") and b'"seed":3' in answer
