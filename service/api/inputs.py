@@ -37,10 +37,11 @@ def _expected_values(entry: ModelEntry) -> str:
 
 def check_values(x: np.ndarray, entry: ModelEntry, field: str) -> None:
     """Every value must be one of the model's levels; the first bad one is named by its index."""
-    lo, hi = entry.value_range
-    bad = ~np.isfinite(x) | (x < lo) | (x > hi) | (x != np.rint(x))
-    if entry.binary:
-        bad |= (x != 0) & (x != 1)
+    if entry.binary:  # one test covers finiteness, range and integrality (NaN differs from both)
+        bad = (x != 0) & (x != 1)
+    else:
+        lo, hi = entry.value_range
+        bad = ~np.isfinite(x) | (x < lo) | (x > hi) | (x != np.rint(x))
     if bad.any():
         idx = tuple(np.argwhere(bad)[0])
         value = x[idx].item()

@@ -115,6 +115,8 @@ async def test_heatmap_png(api: Api) -> None:
     [
         ({"inputs": [[[0, 1]]]}, 422, ["expects 4 x 5", "got 1 x 2", "resize=true"]),
         ({"inputs": [[0.5] * D]}, 422, ["body.inputs[0][0]", "0 or 1", "0.5"]),
+        ({"inputs": [[0] * (D - 1) + [2]]}, 422, [f"body.inputs[0][{D - 1}]", "0 or 1", "got 2"]),
+        ({"inputs": [[0, -1] + [0] * (D - 2)]}, 422, ["body.inputs[0][1]", "0 or 1", "got -1"]),
         ({"inputs": [[[0] * W] * H, [[0] * W] * (H - 1)]}, 422, ["ragged"]),
         ({"inputs": [["a"] * D]}, 422, ["numbers only"]),
         ({"inputs": [[0] * D] * 9}, 422, ["at most 8 inputs"]),

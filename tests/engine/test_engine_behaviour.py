@@ -148,6 +148,10 @@ def test_bad_inputs_are_value_errors_naming_the_field():
         for call, match in [
             (engine.log_prob(np.zeros((2, d + 1))), "x must have 16 values"),
             (engine.log_prob(np.full((1, d), 0.5)), "integer levels in 0..1"),
+            (engine.log_prob(np.full((1, d), 2.0)), "integer levels in 0..1"),
+            (engine.log_prob(np.full((1, d), -1.0)), "integer levels in 0..1"),
+            (engine.log_prob(np.full((1, d), np.nan)), "NaN or infinite"),
+            (engine.log_prob(np.full((1, d), np.inf)), "NaN or infinite"),
             (engine.log_prob(np.zeros((1, d)), per_dim=True), "share one ordering"),
             (engine.sample(0, 1), "n must be a positive integer"),
             (engine.sample(1, -1), "seed"),
