@@ -10,7 +10,7 @@ from ..bodies import JSON, MULTIPART, media_type, read_json, read_uploads, run_c
 from ..deps import API_KEY_PARAMETER, check_api_key
 from ..errors import invalid
 from ..offload import run_cpu
-from ..options import CompleteUploadOptions, no_query, parse_options, upload_route_openapi
+from ..options import CompleteUploadOptions, no_query, parse_options, query_items, upload_route_openapi
 from ..render import check_scale, new_seed, sample_response
 from ..schemas import COMPLETE_EXAMPLE, CompleteRequest, SampleResponse, json_or_png, problem_responses
 
@@ -60,7 +60,7 @@ async def complete(request: Request) -> Response:
     check_api_key(request)
     settings, registry = request.app.state.settings, request.app.state.registry
     kind = media_type(request, (JSON, MULTIPART))
-    query = request.query_params.multi_items()
+    query = query_items(request)
     if kind == JSON:
         no_query(query, "/complete with a JSON body")
         body = await read_json(request, CompleteRequest)

@@ -13,7 +13,7 @@ from ..bodies import JSON, MULTIPART, media_type, read_json, read_uploads, run_c
 from ..deps import API_KEY_PARAMETER, check_api_key
 from ..errors import invalid
 from ..offload import run_cpu
-from ..options import LogProbUploadOptions, no_query, parse_options, upload_route_openapi
+from ..options import LogProbUploadOptions, no_query, parse_options, query_items, upload_route_openapi
 from ..render import check_scale, json_response
 from ..schemas import LOG_PROB_EXAMPLE, LogProbRequest, LogProbResponse, json_or_png, problem_responses
 
@@ -63,7 +63,7 @@ async def log_prob(request: Request) -> Response:
     check_api_key(request)
     settings, registry = request.app.state.settings, request.app.state.registry
     kind = media_type(request, (JSON, MULTIPART))
-    query = request.query_params.multi_items()
+    query = query_items(request)
     if kind == JSON:
         no_query(query, "/log-prob with a JSON body")
         body = await read_json(request, LogProbRequest)

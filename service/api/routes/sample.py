@@ -8,7 +8,7 @@ from fastapi.responses import Response
 from ..bodies import JSON, media_type, read_json, run_cancellable
 from ..deps import API_KEY_PARAMETER, check_api_key
 from ..errors import invalid
-from ..options import no_query
+from ..options import no_query, query_items
 from ..render import check_scale, new_seed, sample_response
 from ..schemas import SAMPLE_EXAMPLE, SampleRequest, SampleResponse, json_or_png, problem_responses
 
@@ -44,7 +44,7 @@ router = APIRouter(tags=["inference"])
 async def sample(request: Request) -> Response:
     check_api_key(request)
     media_type(request, (JSON,))
-    no_query(request.query_params.multi_items(), "/sample")
+    no_query(query_items(request), "/sample")
     body = await read_json(request, SampleRequest)
     registry = request.app.state.registry
     entry = registry.get(body.model)
