@@ -21,7 +21,7 @@ from .errors import invalid
 from .offload import run_cpu
 from .registry import ModelEntry
 
-__all__ = ["from_json", "from_uploads", "known_rows_to_n_known"]
+__all__ = ["from_json", "from_uploads", "known_rows_to_n_known", "may_hold_booleans"]
 
 INLINE_PIXELS = 64 * 64 * 4  # uploads declaring at most this many pixels decode on the event loop
 
@@ -114,9 +114,21 @@ def _refuse_huge_ints(values: list[Any], entry: ModelEntry, field: str) -> None:
         )
 
 
-def from_json(values: list[Any], entry: ModelEntry, field: str, resize: bool = False) -> np.ndarray:
-    """Validate a JSON list of inputs; returns ``(B, D)`` float32 in raster order."""
-    _refuse_non_numbers(values, entry, field)
+def may_hold_booleans(body: bytes) -> bool:
+    """False when the JSON text ``body`` cannot hold a boolean: JSON writes them only as the literals
+    ``true`` and ``false``, and the body has neither (in a string they are a false alarm, which costs
+    :func:`from_json` its scan). Two byte searches: 2 us against 26 us for the scan of one 28 x 28
+    image (timeit)."""
+    return b"true" in body or b"false" in body
+
+
+def from_json(
+    values: list[Any], entry: ModelEntry, field: str, resize: bool = False, booleans: bool = True
+) -> np.ndarray:
+    """Validate a JSON list of inputs; returns ``(B, D)`` float32 in raster order. ``booleans=False``
+    (:func:`may_hold_booleans` said no) skips the scan for ``true``/``false`` among the values."""
+    if booleans:
+        _refuse_non_numbers(values, entry, field)
     try:
         arr = np.array(values)
     except (ValueError, TypeError, OverflowError):

@@ -15,6 +15,7 @@ import pytest
 from bench.server import make_model
 from service.api.charset import declared_charset, json_as_utf8
 from service.api.errors import ProblemError
+from service.api.inputs import may_hold_booleans
 from service.made import CheckpointError, load_model
 from tests.api.conftest import Api, D, H, W, assert_problem
 
@@ -175,3 +176,10 @@ def test_card_may_name_a_file_in_a_subfolder(tmp_path: Path) -> None:
     card_pointing_at(folder, "weights/w.safetensors")
     model, _ = load_model(folder, verify=False)
     assert model.data_dim == 16
+
+
+def test_only_bodies_without_the_literals_skip_the_boolean_scan() -> None:
+    assert not may_hold_booleans(b'{"inputs": [[0, 1, 1]], "per_dim": 0}')
+    assert may_hold_booleans(b'{"inputs": [[0, true, 1]]}')
+    assert may_hold_booleans(b'{"inputs": [[false]]}')
+    assert may_hold_booleans(b'{"model": "true-ish", "inputs": [[0]]}')  # a false alarm: the scan runs

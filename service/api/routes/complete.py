@@ -90,7 +90,8 @@ async def complete(request: Request) -> Response:
             entry,
             "body.inputs",
             body.resize,
-            size=len(await request.body()),  # read already: cached
+            inputs.may_hold_booleans(raw := await request.body()),  # read already: cached
+            size=len(raw),
         )
     else:
         x = await inputs.decode_uploads(

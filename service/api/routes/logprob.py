@@ -80,7 +80,8 @@ async def log_prob(request: Request) -> Response:
             entry,
             "body.inputs",
             body.resize,
-            size=len(await request.body()),  # read already: cached
+            inputs.may_hold_booleans(raw := await request.body()),  # read already: cached
+            size=len(raw),
         )
         per_dim, format, scale = body.per_dim, body.format, body.scale
     else:
