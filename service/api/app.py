@@ -75,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,  # /docs and /redoc come from install_docs: their files served here, not from a CDN
         redoc_url=None,
         generate_unique_id_function=operation_id,  # listModels, not list_models_models_get
+        telemetry=None if settings.otel_telemetry else {"tracing": False, "metrics": False, "logs": False},
     )
     app.state.settings = settings
     app.state.registry = registry

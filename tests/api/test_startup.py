@@ -56,3 +56,11 @@ async def test_the_app_freezes_once_its_models_are_warm_when_set(model_repo: Pat
         assert (gc.get_freeze_count() > 0) is on
         assert (await api.client.post("/sample", json={"n": 1})).status_code == 200
     assert gc.get_freeze_count() == 0
+
+
+@pytest.mark.parametrize("on", [True, False])
+async def test_fastapis_opentelemetry_instrumentation_is_a_setting(model_repo: Path, on: bool) -> None:
+    app = create_app(settings_for(model_repo, otel_telemetry=on))
+    config = app._telemetry  # what FastAPI checks before each request
+    assert (config["tracing"], config["metrics"], config["logs"]) == (on, on, on)
+    assert not app._native_telemetry.enabled()  # no provider configured here either way
