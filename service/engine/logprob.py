@@ -24,6 +24,7 @@ from .logprob_kernel import NogilLogProb
 from .types import EngineFull, EngineMetrics, EngineStopped, LogProbOutput
 
 __all__ = [
+    "NOGIL_MAX_ROWS",
     "LogProbBatcher",
     "inline_rows",
     "log_prob_batch",
@@ -46,6 +47,11 @@ def validate_data(model: MADE, x: np.ndarray, name: str) -> np.ndarray:
     if (arr < 0).any() or (arr > top).any() or (arr != np.round(arr)).any():
         raise ValueError(f"{name} values must be integer levels in 0..{top}")
     return arr
+
+
+# Larger batches go to torch: its intra-op threads use every core (the kernel's BLAS runs on one), and
+# its GIL waits are small beside such a batch's compute (bench.logprob_forward: even at 128 rows).
+NOGIL_MAX_ROWS = 64
 
 
 def mix_conditionals(
@@ -78,8 +84,10 @@ def log_prob_batch(
     model: MADE, x: np.ndarray, per_dim: bool, kernel: NogilLogProb | None = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Mixture ``log p(x)`` ``(B,)`` and, if asked, the mixture conditionals ``(B, D)``, float64: by
-    ``kernel`` (one call without the GIL) when given, else by torch."""
-    per = kernel.per_mask(x) if kernel is not None else torch_per_mask(model, x)
+    ``kernel`` (one call without the GIL) when given and the batch has at most :data:`NOGIL_MAX_ROWS`
+    rows, else by torch."""
+    use_kernel = kernel is not None and x.shape[0] <= NOGIL_MAX_ROWS
+    per = kernel.per_mask(x) if use_kernel else torch_per_mask(model, x)  # type: ignore[union-attr]
     order = model.ordering(0).cpu().numpy() if model.num_masks > 1 else np.arange(0)
     return mix_conditionals(per, order, per_dim)
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from service.engine import Engine, EngineConfig
-from service.engine.logprob import log_prob_batch, torch_per_mask
+from service.engine.logprob import NOGIL_MAX_ROWS, log_prob_batch, torch_per_mask
 from service.engine.logprob_kernel import _GEMV_ROWS, NogilLogProb, _bernoulli_per_dim, nogil_unsupported
 
 from .conftest import BERN, LOGI, make_model, run_engine
@@ -101,3 +101,17 @@ def test_asking_for_the_kernel_where_it_cannot_serve_fails_when_the_engine_is_bu
         Engine(make_model(distribution=LOGI), EngineConfig(logprob_backend="nogil"))
     with pytest.raises(ValueError, match="logprob_backend must be auto, nogil or torch"):
         EngineConfig(logprob_backend="fast")
+
+
+def test_batches_over_the_limit_go_to_torch() -> None:
+    model = make_model(6, distribution=BERN, hidden=(16,))
+    kernel = NogilLogProb(model)
+    calls: list[int] = []
+    per_mask = kernel.per_mask
+    kernel.per_mask = lambda x: calls.append(len(x)) or per_mask(x)  # type: ignore[method-assign]
+    for b in (NOGIL_MAX_ROWS, NOGIL_MAX_ROWS + 1):
+        x = _data(model, b, b)
+        np.testing.assert_allclose(
+            log_prob_batch(model, x, False, kernel)[0], log_prob_batch(model, x, False)[0]
+        )
+    assert calls == [NOGIL_MAX_ROWS]
