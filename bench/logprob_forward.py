@@ -19,7 +19,6 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as `python -m service serv
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
-import torch
 
 from service.engine.logprob import log_prob_batch
 from service.engine.logprob_kernel import NogilLogProb
@@ -42,7 +41,6 @@ def main() -> None:
     ap.add_argument("--rows", default="1,4,8,16,31", help="comma-separated batch sizes")
     ap.add_argument("--repeats", type=int, default=30)
     args = ap.parse_args()
-    torch.set_grad_enabled(False)
     model, _ = load_model(args.model, verify=False)
     model.eval().keep_masked_weights()
     kernel = NogilLogProb(model)

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import uvloop
 
 from bench import app_cost, logprob_forward
@@ -23,6 +24,7 @@ def test_forward_bench_prints_both_paths(
     logprob_forward.main()
     out = capsys.readouterr().out
     assert "| 1 |" in out and "| 5 |" in out and "beside a spinning main thread" in out
+    assert torch.is_grad_enabled()  # the bench leaves the process's grad mode as it found it
 
 
 @pytest.mark.parametrize("path", app_cost.PATHS)
