@@ -228,7 +228,7 @@ def targets(rows: list[tuple[Case, HeyResult, HeyResult]], engine_ms: float, fas
         f, s = by[name]
         share = s.rate / f.rate
         out.append(
-            f"- {name}: {share:.0%} of the floor's req/s (target 40%): {'met' if share >= 0.4 else 'MISSED'}"
+            f"- {name}: {share:.1%} of the floor's req/s (target 40%): {'met' if share >= 0.4 else 'MISSED'}"
         )
     f, s = by[f"/sample n=1 ({fast}), 1 client"]
     bound = f.pct_ms(50) + engine_ms + 1.0
