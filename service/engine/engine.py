@@ -120,6 +120,8 @@ class Engine:
         await loop.run_in_executor(self._exec, self._loop.warmup)
         cfg = self.config
         kernel = self._lp_kernel
+        if kernel is not None:
+            await loop.run_in_executor(self._lp_exec, kernel.warmup)
         inline = await loop.run_in_executor(
             self._lp_exec, inline_rows, self.model, cfg.logprob_inline_ms / 1000.0, 3, kernel
         )

@@ -117,6 +117,11 @@ class NogilLogProb:
                 )
                 self.packed.append((wflat, bias, direct))
 
+    def warmup(self) -> None:
+        """Compile (or load from numba's cache) the kernel for this model's dtype, so that no request
+        waits for it (start-up may time no batch: ``MADE_LOGPROB_INLINE_MS=0``)."""
+        self.per_mask(np.zeros((1, self.sizes[0])))
+
     def per_mask(self, x: np.ndarray) -> np.ndarray:
         """``(K, B, D)`` float64 conditionals ``log p_k(x_d | x_<d)`` of data ``x`` ``(B, D)``."""
         xs = np.ascontiguousarray(x, dtype=self.packed[0][0].dtype)

@@ -115,3 +115,17 @@ def test_batches_over_the_limit_go_to_torch() -> None:
             log_prob_batch(model, x, False, kernel)[0], log_prob_batch(model, x, False)[0]
         )
     assert calls == [NOGIL_MAX_ROWS]
+
+
+def test_the_engine_warms_the_kernel_at_start_even_when_it_times_no_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[tuple[int, ...]] = []
+    real = NogilLogProb.per_mask
+    monkeypatch.setattr(NogilLogProb, "per_mask", lambda self, x: calls.append(x.shape) or real(self, x))
+
+    async def before_any_request(engine: Engine) -> list[tuple[int, ...]]:
+        return list(calls)
+
+    model = make_model(7, distribution=BERN)
+    assert run_engine(model, before_any_request, logprob_inline_ms=0.0) == [(1, model.data_dim)]
