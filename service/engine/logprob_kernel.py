@@ -101,7 +101,6 @@ class NogilLogProb:
         why = nogil_unsupported(model)
         if why is not None:
             raise ValueError(f"the nogil log-prob kernel does not serve a model with {why}")
-        self.dtype = model.output_layer.weight.dtype
         self.act = ACTIVATIONS[model.config.activation]
         layers = [*model.hidden_layers, model.output_layer]
         self.sizes = np.array([model.data_dim] + [layer.out_features for layer in layers], dtype=np.int64)
