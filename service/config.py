@@ -136,6 +136,11 @@ class Settings(BaseSettings):
         description="Log-prob forward pass: nogil = one numba call that holds no GIL (Bernoulli models "
         "without a local head, on CPU), torch = the model's own; auto = nogil where it serves the model.",
     )
+    logprob_split: bool = Field(
+        True,
+        description="With the nogil forward pass, a log-prob batch takes at most half the rows in play, "
+        "so the event loop answers one half while the worker computes the other.",
+    )
     request_timeout_s: float = Field(60.0, gt=0, description="Per-request deadline inside the engine.")
     retry_after_s: int = Field(
         1, ge=1, description="Retry-After of a 503 when no drain rate is known yet (a stopped engine)."

@@ -134,6 +134,7 @@ class Engine:
             self.metrics,
             inline,
             kernel,
+            cfg.logprob_split,
         )
         self._loop.executor, self._loop.batcher = self._exec, self._batcher
         self._accepting = True

@@ -129,6 +129,11 @@ class LogProbBatcher:
     """Continuous batching of log-prob requests: a batch of up to ``max_batch`` queued rows starts as
     soon as the worker is free, and what arrives while one runs forms the next.
 
+    With the GIL-free kernel and ``split`` on, a batch takes at most half the rows in play (those
+    queued plus those of the batch that just ended), so that the event loop answers and parses one
+    half while the worker computes the other: with closed-loop clients a batch of all of them
+    would leave the event loop idle during its forward pass and the worker idle during the HTTP work.
+
     An idle batcher starts at the end of the event loop's current turn (``max_wait_s = 0``, the
     default), so the requests parsed in the same turn share the batch, or after a fill window of
     ``max_wait_s`` from the first arrival; at once when a full batch is waiting. There is never a
@@ -145,12 +150,14 @@ class LogProbBatcher:
         metrics: EngineMetrics,
         inline_rows: int = 0,
         kernel: NogilLogProb | None = None,
+        split: bool = False,
     ) -> None:
         self.model = model
         self.kernel = kernel  # the forward pass without the GIL (logprob_kernel), else torch
         self.inline_rows = inline_rows  # batches of at most this many rows run on the event loop
         self.executor = executor
         self.max_batch = max_batch
+        self.split = split and kernel is not None  # torch's forward pass needs the GIL: no overlap
         self.max_wait_s = max_wait_s
         self.max_queued_rows = max_queued_rows
         self.metrics = metrics
@@ -222,8 +229,18 @@ class LogProbBatcher:
             self._window = None
         self.fail_all(exc)
 
-    def _launch(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Start a batch of the queued rows (oldest first, at most ``max_batch``) in the worker."""
+    def batch_limit(self, ended_rows: int = 0) -> int:
+        """Most rows for the next batch: ``max_batch``, or with ``split`` half the rows in play (queued
+        and ``ended_rows``, those of the batch that just ended), ``ceil(n / 2)``, while that half fits the
+        kernel (:data:`NOGIL_MAX_ROWS`)."""
+        if self.split:
+            half = -(-(self._queued_rows + ended_rows) // 2)
+            if half <= NOGIL_MAX_ROWS:
+                return max(1, min(self.max_batch, half))
+        return self.max_batch
+
+    def _launch(self, loop: asyncio.AbstractEventLoop, ended_rows: int = 0) -> None:
+        """Start a batch of the queued rows (oldest first, at most :meth:`batch_limit`) in the worker."""
         if self._window is not None:
             self._window.cancel()
             self._window = None
@@ -231,7 +248,8 @@ class LogProbBatcher:
             return
         batch: list[_Item] = []
         rows = 0
-        while self._queue and (not batch or rows + self._queue[0].x.shape[0] <= self.max_batch):
+        limit = self.batch_limit(ended_rows)
+        while self._queue and (not batch or rows + self._queue[0].x.shape[0] <= limit):
             item = self._queue.popleft()
             self._queued_rows -= item.x.shape[0]
             if item.future.done():  # cancelled while queued
@@ -274,7 +292,7 @@ class LogProbBatcher:
         else:
             self._answer(batch, started, *work.result())
         if self._queue:
-            self._launch(loop)
+            self._launch(loop, sum(it.x.shape[0] for it in batch))
 
     def _answer(self, batch: list[_Item], started: float, lp: np.ndarray, pd: np.ndarray | None) -> None:
         self.batches_run += 1

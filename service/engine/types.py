@@ -46,6 +46,7 @@ class EngineConfig:
     logprob_max_wait_ms: float = 0.0
     logprob_inline_ms: float = 1.5
     logprob_backend: str = "auto"  # "auto" | "nogil" | "torch"  (auto: see Engine)
+    logprob_split: bool = True
     request_timeout_s: float = 60.0
     backend: str = "auto"  # "auto" | "stream" | "numba" | "torch"  (auto: see Engine)
     chunk_budget_ms: float = 50.0

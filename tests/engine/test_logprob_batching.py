@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from service.engine.logprob import INLINE_SIZES, LogProbBatcher, inline_rows, log_prob_batch
+from service.engine.logprob import INLINE_SIZES, NOGIL_MAX_ROWS, LogProbBatcher, inline_rows, log_prob_batch
+from service.engine.logprob_kernel import NogilLogProb
 from service.engine.types import EngineStopped, NullMetrics
 
 from .conftest import BERN, make_model
@@ -22,11 +23,26 @@ class Gated:
     """A batcher whose worker records each batch's rows and waits for :meth:`release` before it computes
     (batches run on the event loop are recorded apart and not held)."""
 
-    def __init__(self, max_wait_s: float = 0.0, max_batch: int = 64, inline: int = 0) -> None:
+    def __init__(
+        self,
+        max_wait_s: float = 0.0,
+        max_batch: int = 64,
+        inline: int = 0,
+        kernel: bool = False,
+        split: bool = True,
+    ) -> None:
         self.model = make_model(distribution=BERN, hidden=(24,), direct=True)
         self.pool = ThreadPoolExecutor(1)
         self.batcher = LogProbBatcher(
-            self.model, self.pool, max_batch, max_wait_s, 1000, NullMetrics(), inline_rows=inline
+            self.model,
+            self.pool,
+            max_batch,
+            max_wait_s,
+            1000,
+            NullMetrics(),
+            inline_rows=inline,
+            kernel=NogilLogProb(self.model) if kernel else None,
+            split=split,
         )
         self.batches: list[int] = []  # rows of each batch the worker ran
         self.inline: list[int] = []  # rows of each batch run on the event loop
@@ -111,6 +127,62 @@ def test_the_fill_window_applies_to_an_idle_batcher_only():
         assert g.batches == [4, 2]
         g.release()
         await asyncio.gather(f1, f2, f3)
+
+    asyncio.run(body())
+    g.pool.shutdown()
+
+
+def test_with_the_kernel_a_batch_takes_half_the_rows_in_play():
+    g = Gated(kernel=True)
+
+    async def body() -> None:
+        xs = [g.rows(1, i) for i in range(12)]
+        futs = [g.batcher.submit(x, False) for x in xs[:8]]  # one turn: 8 rows in play
+        await g.started_batch()
+        assert g.batches == [4] and g.batcher.queued_rows == 4  # half; the event loop answers the rest
+        futs += [g.batcher.submit(x, False) for x in xs[8:]]  # 4 queued + 4 arriving + 4 running
+        g.release()
+        await g.started_batch()  # half of the 12 in play as the first batch ended
+        assert g.batches == [4, 6] and g.batcher.queued_rows == 2
+        g.release()
+        await g.started_batch()
+        assert g.batches == [4, 6, 2]  # the last 2 (half of 8 in play is 4)
+        g.release()
+        outs = await asyncio.gather(*futs)
+        for x, out in zip(xs, outs, strict=True):
+            np.testing.assert_allclose(out.log_prob, _expected(g.model, x), atol=1e-9)
+
+    asyncio.run(body())
+    g.pool.shutdown()
+
+
+@pytest.mark.parametrize("kernel, split", [(True, False), (False, True)])
+def test_without_split_or_without_the_kernel_a_batch_takes_every_queued_row(kernel: bool, split: bool):
+    g = Gated(kernel=kernel, split=split)  # torch's forward pass takes the GIL: halves would not overlap
+    assert g.batcher.split is False
+
+    async def body() -> None:
+        futs = [g.batcher.submit(g.rows(1, i), False) for i in range(8)]
+        await g.started_batch()
+        assert g.batches == [8]
+        g.release()
+        await asyncio.gather(*futs)
+
+    asyncio.run(body())
+    g.pool.shutdown()
+
+
+def test_halves_too_large_for_the_kernel_are_not_split():
+    g = Gated(kernel=True, max_batch=1024)
+    half = NOGIL_MAX_ROWS + 1  # two requests of this many rows: half of them is over the kernel's limit
+
+    async def body() -> None:
+        futs = [g.batcher.submit(g.rows(half, 1), False), g.batcher.submit(g.rows(half, 2), False)]
+        assert g.batcher.batch_limit() == 1024
+        await g.started_batch()
+        assert g.batches == [2 * half]  # to torch, as one batch
+        g.release()
+        await asyncio.gather(*futs)
 
     asyncio.run(body())
     g.pool.shutdown()
