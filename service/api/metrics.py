@@ -82,6 +82,13 @@ class ApiMetrics:
             buckets=_ROW_BUCKETS,
             registry=r,
         )
+        self.logprob_batch_rows = Histogram(
+            "made_engine_logprob_batch_rows",
+            "Rows of one log-prob forward pass (requests batched together).",
+            ["model"],
+            buckets=_ROW_BUCKETS,
+            registry=r,
+        )
         self.queue_seconds = Histogram(
             "made_engine_queue_seconds",
             "Time a request waited before the engine admitted it.",
@@ -155,6 +162,7 @@ class EngineMetricsAdapter:
         self._model = model
         self._step = metrics.step_seconds.labels(model)
         self._rows = metrics.rows_per_step.labels(model)
+        self._lp_rows = metrics.logprob_batch_rows.labels(model)
         self._queued = metrics.queued_rows.labels(model)
         self._active = metrics.active_rows.labels(model)
         self._done: dict[tuple[str, str], tuple[Any, Any, Any]] = {}  # label children per (kind, outcome)
@@ -162,6 +170,9 @@ class EngineMetricsAdapter:
     def step(self, latency_s: float, rows: int) -> None:
         self._step.observe(latency_s)
         self._rows.observe(rows)
+
+    def logprob_batch(self, rows: int) -> None:
+        self._lp_rows.observe(rows)
 
     def request_done(self, kind: str, queue_s: float, total_s: float, outcome: str) -> None:
         """One finished engine request. ``kind`` and ``outcome`` come from the engine's fixed sets, so

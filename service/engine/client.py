@@ -155,6 +155,8 @@ class EngineConnection:
                 continue
             if ev[0] == "s":
                 client.metrics.step(ev[2], ev[3])
+            elif ev[0] == "b":
+                client.metrics.logprob_batch(ev[2])
             else:
                 client.metrics.request_done(ev[2], ev[3], ev[4], ev[5])
         for name, state in self.state.items():

@@ -259,6 +259,7 @@ class LogProbBatcher:
         if not batch:
             return
         self._running = batch
+        self.metrics.logprob_batch(rows)
         started = time.monotonic()
         x = np.concatenate([it.x for it in batch])
         per_dim = any(it.per_dim for it in batch)

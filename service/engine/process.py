@@ -91,6 +91,9 @@ class _EventMetrics:
     def step(self, latency_s: float, rows: int) -> None:
         self._events.append(["s", self.name, latency_s, rows])
 
+    def logprob_batch(self, rows: int) -> None:
+        self._events.append(["b", self.name, rows])
+
     def request_done(self, kind: str, queue_s: float, total_s: float, outcome: str) -> None:
         self._events.append(["r", self.name, kind, queue_s, total_s, outcome])
 

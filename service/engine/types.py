@@ -148,10 +148,13 @@ class EngineStats:
 class EngineMetrics(Protocol):
     """Observability hooks (the API implements them with prometheus-client).
 
-    ``step`` is called once per chunk with the mean latency of one step and the rows it advanced.
+    ``step`` is called once per chunk with the mean latency of one step and the rows it advanced;
+    ``logprob_batch`` once per log-prob forward pass with its rows.
     """
 
     def step(self, latency_s: float, rows: int) -> None: ...
+
+    def logprob_batch(self, rows: int) -> None: ...
 
     def request_done(self, kind: str, queue_s: float, total_s: float, outcome: str) -> None: ...
 
@@ -162,6 +165,9 @@ class NullMetrics:
     """Metrics hooks that record nothing (the default)."""
 
     def step(self, latency_s: float, rows: int) -> None:
+        pass
+
+    def logprob_batch(self, rows: int) -> None:
         pass
 
     def request_done(self, kind: str, queue_s: float, total_s: float, outcome: str) -> None:

@@ -99,6 +99,23 @@ async def test_metrics_show_requests_and_batched_steps(api: Api) -> None:
     assert buckets["count"] > buckets["le1"], "no step advanced more than one row"
 
 
+def _sample_value(text: str, name: str) -> float:
+    line = next((ln for ln in text.splitlines() if ln.startswith(name + " ")), None)
+    return 0.0 if line is None else float(line.rsplit(" ", 1)[1])
+
+
+async def test_metrics_show_the_rows_of_each_log_prob_batch(api: Api) -> None:
+    names = (
+        'made_engine_logprob_batch_rows_count{model="tiny"}',
+        'made_engine_logprob_batch_rows_sum{model="tiny"}',
+    )
+    before = [_sample_value((await api.client.get("/metrics")).text, n) for n in names]
+    r = await api.client.post("/log-prob", json={"inputs": [[[0] * 5] * 4] * 3})  # one request, 3 rows
+    assert r.status_code == 200, r.text
+    after = [_sample_value((await api.client.get("/metrics")).text, n) for n in names]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1.0, 3.0]  # one forward pass of 3 rows
+
+
 @pytest.mark.parametrize(
     ("error", "status", "retry"),
     [

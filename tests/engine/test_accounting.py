@@ -24,6 +24,9 @@ class Recording:
     def step(self, latency_s: float, rows: int) -> None:
         pass
 
+    def logprob_batch(self, rows: int) -> None:
+        pass
+
     def request_done(self, kind: str, queue_s: float, total_s: float, outcome: str) -> None:
         self.outcomes[(kind, outcome)] += 1
 

@@ -212,6 +212,9 @@ class Recorder:
     def step(self, latency_s: float, rows: int) -> None:
         self.steps.append((latency_s, rows))
 
+    def logprob_batch(self, rows: int) -> None:
+        pass
+
     def request_done(self, kind: str, queue_s: float, total_s: float, outcome: str) -> None:
         assert 0 <= queue_s <= total_s
         self.done.append((kind, outcome))

@@ -14,7 +14,7 @@ import torch
 
 from service.engine.logprob import INLINE_SIZES, NOGIL_MAX_ROWS, LogProbBatcher, inline_rows, log_prob_batch
 from service.engine.logprob_kernel import NogilLogProb
-from service.engine.types import EngineStopped, NullMetrics
+from service.engine.types import EngineStopped
 
 from .conftest import BERN, make_model
 
@@ -39,12 +39,13 @@ class Gated:
             max_batch,
             max_wait_s,
             1000,
-            NullMetrics(),
+            self,
             inline_rows=inline,
             kernel=NogilLogProb(self.model) if kernel else None,
             split=split,
         )
         self.batches: list[int] = []  # rows of each batch the worker ran
+        self.reported: list[int] = []  # rows of each batch, as the metrics hook saw them
         self.inline: list[int] = []  # rows of each batch run on the event loop
         self.started = threading.Semaphore(0)  # one release per batch that reached the worker
         self.gate = threading.Semaphore(0)
@@ -60,6 +61,19 @@ class Gated:
             return compute(x, per_dim)
 
         self.batcher._compute = gated  # type: ignore[method-assign]
+
+    # the engine's metrics hooks (EngineMetrics): batch sizes kept, the rest ignored
+    def step(self, latency_s: float, rows: int) -> None:
+        pass
+
+    def logprob_batch(self, rows: int) -> None:
+        self.reported.append(rows)
+
+    def request_done(self, kind: str, queue_s: float, total_s: float, outcome: str) -> None:
+        pass
+
+    def gauges(self, queued_rows: int, active_rows: int) -> None:
+        pass
 
     def rows(self, b: int, seed: int) -> np.ndarray:
         return np.random.default_rng(seed).integers(0, 2, (b, self.model.data_dim)).astype(np.float64)
@@ -146,7 +160,7 @@ def test_with_the_kernel_a_batch_takes_half_the_rows_in_play():
         assert g.batches == [4, 6] and g.batcher.queued_rows == 2
         g.release()
         await g.started_batch()
-        assert g.batches == [4, 6, 2]  # the last 2 (half of 8 in play is 4)
+        assert g.batches == [4, 6, 2] == g.reported  # the last 2 (half of 8 in play is 4)
         g.release()
         outs = await asyncio.gather(*futs)
         for x, out in zip(xs, outs, strict=True):
@@ -214,7 +228,7 @@ def test_small_batches_run_on_the_event_loop_larger_ones_in_the_worker():
     async def body() -> None:
         xs, xl = g.rows(2, 1), g.rows(3, 2)
         small = await g.batcher.submit(xs, False)  # never reaches the gated worker
-        assert g.inline == [2] and g.batches == [] and g.batcher.batches_run == 1
+        assert g.inline == [2] and g.batches == [] and g.batcher.batches_run == 1 and g.reported == [2]
         np.testing.assert_allclose(small.log_prob, _expected(g.model, xs), atol=1e-12)
         large = g.batcher.submit(xl, False)
         await g.started_batch()

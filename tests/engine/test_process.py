@@ -44,9 +44,13 @@ class Recorder:
     def __init__(self) -> None:
         self.done: list[tuple[str, str]] = []
         self.steps = 0
+        self.batches = 0
 
     def step(self, latency_s: float, rows: int) -> None:
         self.steps += 1
+
+    def logprob_batch(self, rows: int) -> None:
+        self.batches += 1
 
     def request_done(self, kind: str, queue_s: float, total_s: float, outcome: str) -> None:
         self.done.append((kind, outcome))
@@ -269,9 +273,12 @@ def test_early_refusal_and_metrics_come_from_the_beats() -> None:
         "rows_sampled": 3, "requests_ok": 3, "requests_failed": 0, "gauges": [6, 4], "retry_after_s": 3.5,
     }  # fmt: skip
     conn._beat(
-        {"models": {"m": state}, "events": [["s", "m", 1e-4, 4], ["r", "m", "sample", 0.0, 0.1, "ok"]]}
+        {
+            "models": {"m": state},
+            "events": [["s", "m", 1e-4, 4], ["b", "m", 16], ["r", "m", "sample", 0.0, 0.1, "ok"]],
+        }
     )
-    assert client.running and rec.steps == 1 and rec.done == [("sample", "ok")]
+    assert client.running and rec.steps == 1 and rec.batches == 1 and rec.done == [("sample", "ok")]
     client.check_capacity(2)  # 6 + 4 + 2 rows fit in 4 active + 8 queued
     with pytest.raises(EngineFull) as full:
         client.check_capacity(3)
