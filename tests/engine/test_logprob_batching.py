@@ -18,6 +18,8 @@ from service.engine.types import EngineStopped
 
 from .conftest import BERN, make_model
 
+_GATE_S = 60.0  # longest a held batch waits: a test that fails while one is held must not hang the run
+
 
 class Gated:
     """A batcher whose worker records each batch's rows and waits for :meth:`release` before it computes
@@ -57,7 +59,8 @@ class Gated:
                 return compute(x, per_dim)
             self.batches.append(x.shape[0])
             self.started.release()
-            self.gate.acquire()
+            if not self.gate.acquire(timeout=_GATE_S):  # a failed test never releases it: do not hang
+                raise TimeoutError("the test never released this batch")
             return compute(x, per_dim)
 
         self.batcher._compute = gated  # type: ignore[method-assign]
