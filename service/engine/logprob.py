@@ -269,19 +269,20 @@ class LogProbBatcher:
                 work.set_result(self._compute(x, per_dim))
             except Exception as e:  # settled as a failure in the worker would be
                 work.set_exception(e)
-            self._finish(loop, batch, started, work)
+            self._finish(loop, batch, rows, started, work)
             return
         work = loop.run_in_executor(self.executor, self._compute, x, per_dim)
-        work.add_done_callback(lambda w: self._finish(loop, batch, started, w))
+        work.add_done_callback(lambda w: self._finish(loop, batch, rows, started, w))
 
     def _finish(
         self,
         loop: asyncio.AbstractEventLoop,
         batch: list[_Item],
+        rows: int,
         started: float,
         work: asyncio.Future[tuple[np.ndarray, np.ndarray | None]],
     ) -> None:
-        """Answer a finished batch, then start the next from what queued meanwhile."""
+        """Answer a finished batch (of ``rows`` rows), then start the next from what queued meanwhile."""
         self._running = None
         if work.cancelled():
             for it in batch:
@@ -293,7 +294,7 @@ class LogProbBatcher:
         else:
             self._answer(batch, started, *work.result())
         if self._queue:
-            self._launch(loop, sum(it.x.shape[0] for it in batch))
+            self._launch(loop, rows)
 
     def _answer(self, batch: list[_Item], started: float, lp: np.ndarray, pd: np.ndarray | None) -> None:
         self.batches_run += 1

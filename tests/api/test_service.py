@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from service.engine import EngineFull, EngineStopped, EngineTimeout
 
@@ -99,20 +100,24 @@ async def test_metrics_show_requests_and_batched_steps(api: Api) -> None:
     assert buckets["count"] > buckets["le1"], "no step advanced more than one row"
 
 
-def _sample_value(text: str, name: str) -> float:
-    line = next((ln for ln in text.splitlines() if ln.startswith(name + " ")), None)
-    return 0.0 if line is None else float(line.rsplit(" ", 1)[1])
+async def _logprob_batches(api: Api, model: str = "tiny") -> list[float]:
+    """``[count, sum]`` of ``made_engine_logprob_batch_rows`` for ``model`` (zeros before any batch)."""
+    text = (await api.client.get("/metrics")).text
+    found = {
+        s.name: s.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "made_engine_logprob_batch_rows"
+        for s in family.samples
+        if s.labels.get("model") == model
+    }
+    return [found.get(f"made_engine_logprob_batch_rows_{k}", 0.0) for k in ("count", "sum")]
 
 
 async def test_metrics_show_the_rows_of_each_log_prob_batch(api: Api) -> None:
-    names = (
-        'made_engine_logprob_batch_rows_count{model="tiny"}',
-        'made_engine_logprob_batch_rows_sum{model="tiny"}',
-    )
-    before = [_sample_value((await api.client.get("/metrics")).text, n) for n in names]
+    before = await _logprob_batches(api)
     r = await api.client.post("/log-prob", json={"inputs": [[[0] * 5] * 4] * 3})  # one request, 3 rows
     assert r.status_code == 200, r.text
-    after = [_sample_value((await api.client.get("/metrics")).text, n) for n in names]
+    after = await _logprob_batches(api)
     assert [a - b for a, b in zip(after, before, strict=True)] == [1.0, 3.0]  # one forward pass of 3 rows
 
 

@@ -11,27 +11,19 @@ import numpy as np
 import pytest
 
 from service.engine import Engine, EngineConfig, EngineError
+from service.engine.types import NullMetrics
 
 from .conftest import make_model
 
 
-class Recording:
+class Recording(NullMetrics):
     """The engine's metrics sink, keeping every outcome."""
 
     def __init__(self) -> None:
         self.outcomes: Counter[tuple[str, str]] = Counter()
 
-    def step(self, latency_s: float, rows: int) -> None:
-        pass
-
-    def logprob_batch(self, rows: int) -> None:
-        pass
-
     def request_done(self, kind: str, queue_s: float, total_s: float, outcome: str) -> None:
         self.outcomes[(kind, outcome)] += 1
-
-    def gauges(self, queued_rows: int, active_rows: int) -> None:
-        pass
 
 
 async def _settle(tasks: list[asyncio.Task[object]]) -> None:

@@ -9,6 +9,7 @@ import torch
 
 from service.engine import Engine, EngineConfig, EngineError, EngineFull, EngineStopped, EngineTimeout
 from service.engine.loop import _work_units
+from service.engine.types import NullMetrics
 
 from .conftest import BERN, make_model, reference, run_engine
 
@@ -203,7 +204,7 @@ def test_stop_past_its_grace_fails_what_is_left():
     asyncio.run(body())
 
 
-class Recorder:
+class Recorder(NullMetrics):
     def __init__(self) -> None:
         self.steps: list[tuple[float, int]] = []
         self.done: list[tuple[str, str]] = []
@@ -211,9 +212,6 @@ class Recorder:
 
     def step(self, latency_s: float, rows: int) -> None:
         self.steps.append((latency_s, rows))
-
-    def logprob_batch(self, rows: int) -> None:
-        pass
 
     def request_done(self, kind: str, queue_s: float, total_s: float, outcome: str) -> None:
         assert 0 <= queue_s <= total_s

@@ -14,16 +14,17 @@ import torch
 
 from service.engine.logprob import INLINE_SIZES, NOGIL_MAX_ROWS, LogProbBatcher, inline_rows, log_prob_batch
 from service.engine.logprob_kernel import NogilLogProb
-from service.engine.types import EngineStopped
+from service.engine.types import EngineStopped, NullMetrics
 
 from .conftest import BERN, make_model
 
 _GATE_S = 60.0  # longest a held batch waits: a test that fails while one is held must not hang the run
 
 
-class Gated:
+class Gated(NullMetrics):
     """A batcher whose worker records each batch's rows and waits for :meth:`release` before it computes
-    (batches run on the event loop are recorded apart and not held)."""
+    (batches run on the event loop are recorded apart and not held); also its metrics sink, keeping the
+    batch sizes reported."""
 
     def __init__(
         self,
@@ -65,18 +66,8 @@ class Gated:
 
         self.batcher._compute = gated  # type: ignore[method-assign]
 
-    # the engine's metrics hooks (EngineMetrics): batch sizes kept, the rest ignored
-    def step(self, latency_s: float, rows: int) -> None:
-        pass
-
     def logprob_batch(self, rows: int) -> None:
         self.reported.append(rows)
-
-    def request_done(self, kind: str, queue_s: float, total_s: float, outcome: str) -> None:
-        pass
-
-    def gauges(self, queued_rows: int, active_rows: int) -> None:
-        pass
 
     def rows(self, b: int, seed: int) -> np.ndarray:
         return np.random.default_rng(seed).integers(0, 2, (b, self.model.data_dim)).astype(np.float64)
