@@ -24,6 +24,8 @@ from service.made import (
     seeded_uniforms,
 )
 
+from . import pcg64
+
 __all__ = ["Prepared", "RowInit", "initial_state", "prepare_request"]
 
 
@@ -85,9 +87,9 @@ def prepare_request(
     At ``temperature`` 0 the components are the most probable ones (see :mod:`service.made.sampling`)."""
     temperature = check_temperature(temperature)
     if model.num_masks == 1 and (n_known == 0 or known is None):
-        # the common case, in numpy alone (no torch calls or grad-mode switches per request): the
-        # same numbers as seeded_uniforms, every row on mask 0
-        u = np.random.default_rng(seed).random((n, model.data_dim + 1))
+        # the common case, compiled (no torch calls, grad-mode switches or generator objects per
+        # request): the same numbers as seeded_uniforms, every row on mask 0
+        u = pcg64.seeded_uniforms(seed, n, model.data_dim + 1)
         return Prepared(u, np.zeros(n, dtype=np.int64), 0, {0: base[0]}, temperature)
     with torch.no_grad():
         prep = _prepare_with_torch(
