@@ -17,12 +17,13 @@ from service.config import Settings, get_settings
 from service.memory import freeze_startup, thaw
 
 from . import offload
+from .access import AccessLog
 from .deps import require_api_key
 from .direct import DirectApp, direct_routes
 from .errors import install_error_handlers
 from .limits import BodyLimitMiddleware
 from .metrics import ApiMetrics
-from .middleware import ServingMiddleware
+from .middleware import ServingMiddleware, access_log
 from .openapi import install_docs, install_openapi_fixups, operation_id
 from .pacing import RefusalPacer
 from .registry import Registry
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; models load when its lifespan starts and engines stop when it ends."""
     settings = settings or get_settings()
     metrics = ApiMetrics()
+    access = AccessLog(access_log)
     registry = Registry(settings, metrics)
     offload.configure(settings.cpu_workers)
 
@@ -64,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if settings.gc_freeze:
                 thaw()
             await registry.stop()
+            access.flush()  # lines of the last turn, should the loop stop before running them
             metrics.close()
 
     app = DirectApp(
@@ -102,7 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ],
         )
     # outermost: request id, access log, metrics (refused requests too), last-resort 500
-    app.add_middleware(ServingMiddleware, metrics=metrics)
+    app.add_middleware(ServingMiddleware, metrics=metrics, access=access)
     # Every route but the health probes (and the docs) needs the API key when one is set: the inference
     # routes check it themselves (no dependency solving on the hot path), the others as a dependency.
     inference = (logprob.router, sample.router, complete.router)

@@ -1,6 +1,6 @@
 """The one pure-ASGI middleware in front of every request: an ``X-Request-ID`` on every response and
-log line, one access line and one metrics observation per request, and a last-resort 500 problem for
-anything unhandled (no stack trace, no internal path, in the answer).
+log line, one access line (queued, see :mod:`.access`) and one metrics observation per request, and a
+last-resort 500 problem for anything unhandled (no stack trace, no internal path, in the answer).
 
 One layer does all four because each ASGI layer costs a coroutine frame and a wrapped ``send`` per
 request (measured in ``bench/http.py``). A sane incoming ``X-Request-ID`` (1-128 characters from
@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.logging import request_context
 
+from .access import AccessLog
 from .errors import REQUEST_ID_SCOPE_KEY, problem_response
 from .metrics import ApiMetrics
 
@@ -64,9 +65,10 @@ def method_label(scope: Scope) -> str:
 class ServingMiddleware:
     """Outermost middleware: request id, access log, metrics, and 500s for unhandled exceptions."""
 
-    def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics, access: AccessLog | None = None) -> None:
         self.app = app
         self.metrics = metrics
+        self.access = access if access is not None else AccessLog(access_log)
         self._prefix = os.urandom(8).hex()  # fresh ids: 32 hex digits, a per-process prefix and a counter
         self._count = 0
 
@@ -109,20 +111,5 @@ class ServingMiddleware:
                 elapsed = time.perf_counter() - start
                 route, method = route_label(scope), method_label(scope)
                 self.metrics.observe_http(route, method, status or 500, elapsed)
-                if access_log.isEnabledFor(logging.INFO):
-                    client = scope.get("client")
-                    ms = elapsed * 1000.0
-                    access_log.info(
-                        "%s %s %s %.1f ms",
-                        scope.get("method"),
-                        scope.get("path"),
-                        status or "-",
-                        ms,
-                        extra={
-                            "method": scope.get("method"),
-                            "path": scope.get("path"),
-                            "status": status or None,
-                            "duration_ms": round(ms, 2),
-                            "client": f"{client[0]}:{client[1]}" if client else None,
-                        },
-                    )
+                if self.access.enabled():
+                    self.access.add(scope, status, elapsed, rid)

@@ -3,6 +3,7 @@ id on every response and every log line, structured JSON logs."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -160,6 +161,7 @@ async def test_log_lines_are_json_with_the_request_id(
         r = await c.post("/sample", json={"n": 1}, headers={"X-Request-ID": "trace-me"})
         assert r.status_code == 500
         await c.get("/models", headers={"X-Request-ID": "second"})
+    await asyncio.sleep(0)  # access lines are written at the end of the event loop's turn
     lines = [json.loads(x) for x in json_log.getvalue().splitlines()]
     mine = [x for x in lines if x["request_id"] == "trace-me"]
     error = next(x for x in mine if x["level"] == "error")
