@@ -141,6 +141,12 @@ class Settings(BaseSettings):
         description="With the nogil forward pass, a log-prob batch takes at most half the rows in play, "
         "so the event loop answers one half while the worker computes the other.",
     )
+    kernel_sched_idle: bool = Field(
+        True,
+        description="Sampling kernel threads under SCHED_IDLE (Linux), so that waking one never preempts the "
+        "event loop; applies with one worker process only (with more, each event loop could starve the "
+        "others' threads).",
+    )
     request_timeout_s: float = Field(60.0, gt=0, description="Per-request deadline inside the engine.")
     retry_after_s: int = Field(
         1, ge=1, description="Retry-After of a 503 when no drain rate is known yet (a stopped engine)."

@@ -47,6 +47,7 @@ class EngineConfig:
     logprob_inline_ms: float = 1.5
     logprob_backend: str = "auto"  # "auto" | "nogil" | "torch"  (auto: see Engine)
     logprob_split: bool = True
+    kernel_sched_idle: bool = False  # the service turns it on (MADE_KERNEL_SCHED_IDLE, one worker)
     request_timeout_s: float = 60.0
     backend: str = "auto"  # "auto" | "stream" | "numba" | "torch"  (auto: see Engine)
     chunk_budget_ms: float = 50.0
