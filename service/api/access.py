@@ -1,13 +1,13 @@
 """The access log: one line per request (``service.access``), written in batches at the end of the
 event loop's turn.
 
-A request's line is queued when the request ends (a tuple, about 1 us) and every line queued during a
+A request's line is queued when the request ends (a tuple) and every line queued during a
 turn of the event loop is written by one callback at the end of that turn, through the logger as usual
 (its level, filters and handlers apply; the line's time is the request's end, its request id the
 request's). Lines are no later than the turn that ended their requests. Written one at a time, in the
 middle of each request's own work, an access line cost 32-40 us of event-loop CPU on ``POST /sample``
-(against 9 us in a loop of lines, ``bench.logline``); in batches, the service answered 8-10% more
-requests per second (``bench.http``; ``docs/serving.md``).
+(against 9 us in a loop of lines, ``bench.logline``); in batches, the service answered 7% more
+requests per second (``hey`` on ``/sample``, three alternating pairs; ``docs/serving.md``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,9 @@ import time
 
 from starlette.types import Scope
 
-__all__ = ["ACCESS_FORMAT", "AccessLog"]
+__all__ = ["ACCESS_FORMAT", "AccessLog", "access_log"]
+
+access_log = logging.getLogger("service.access")
 
 ACCESS_FORMAT = "%s %s %s %.1f ms"  # method, path, status, milliseconds
 
@@ -28,7 +30,7 @@ _Line = tuple[float, str | None, str | None, str | None, int, float, str | None]
 class AccessLog:
     """Queue of access lines for ``logger``, written at the end of the event loop's current turn."""
 
-    def __init__(self, logger: logging.Logger) -> None:
+    def __init__(self, logger: logging.Logger = access_log) -> None:
         self.logger = logger
         self._pending: list[_Line] = []
 

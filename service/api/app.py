@@ -23,7 +23,7 @@ from .direct import DirectApp, direct_routes
 from .errors import install_error_handlers
 from .limits import BodyLimitMiddleware
 from .metrics import ApiMetrics
-from .middleware import ServingMiddleware, access_log
+from .middleware import ServingMiddleware
 from .openapi import install_docs, install_openapi_fixups, operation_id
 from .pacing import RefusalPacer
 from .registry import Registry
@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; models load when its lifespan starts and engines stop when it ends."""
     settings = settings or get_settings()
     metrics = ApiMetrics()
-    access = AccessLog(access_log)
+    access = AccessLog()
     registry = Registry(settings, metrics)
     offload.configure(settings.cpu_workers)
 

@@ -36,7 +36,6 @@ KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 _SANE_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 _ID_HEADER = REQUEST_ID_HEADER.lower().encode()
 
-access_log = logging.getLogger("service.access")
 log = logging.getLogger("service.api")
 
 
@@ -68,7 +67,7 @@ class ServingMiddleware:
     def __init__(self, app: ASGIApp, metrics: ApiMetrics, access: AccessLog | None = None) -> None:
         self.app = app
         self.metrics = metrics
-        self.access = access if access is not None else AccessLog(access_log)
+        self.access = access if access is not None else AccessLog()
         self._prefix = os.urandom(8).hex()  # fresh ids: 32 hex digits, a per-process prefix and a counter
         self._count = 0
 

@@ -54,6 +54,7 @@ def engine_config(settings: Settings) -> EngineConfig:
     """The engine's config from the same-named Settings fields (the rest keep engine defaults)."""
     names = {f.name for f in dataclasses.fields(EngineConfig)}
     values = {k: v for k, v in settings.model_dump().items() if k in names}
+    # with several workers, one process's busy event loop could starve another's idle-policy threads
     values["kernel_sched_idle"] = settings.kernel_sched_idle and settings.workers == 1
     return EngineConfig(**values)
 

@@ -40,20 +40,18 @@ _INLINE_PREPARE = 65_536  # uniforms drawn on the event loop at most; larger req
 _RATE_WINDOW_S = 0.01  # shortest interval over which the drain rate is measured
 
 
-def _sched_idle(name: str) -> bool:
+def _sched_idle(name: str) -> None:
     """Put the calling thread under ``SCHED_IDLE``: it runs whenever a CPU would otherwise idle, but a
     wake-up of it never preempts a normal thread. Waking a kernel thread (the eventfd write of
     :meth:`StreamLoop._kick`) otherwise let it preempt the event loop on the event loop's own CPU: the
-    write took 150 us of wall time under load, 13 us with this (``bench.http``, ``docs/serving.md``)."""
+    write took 130-160 us of wall time under load, 12-13 us with this (``docs/serving.md``)."""
     policy = getattr(os, "SCHED_IDLE", None)
     if policy is None:
-        return False
+        return
     try:
         os.sched_setscheduler(0, policy, os.sched_param(0))  # 0: the calling thread (Linux)
     except OSError as e:
         log.warning("engine %s: kernel thread stays at normal priority (SCHED_IDLE refused: %s)", name, e)
-        return False
-    return True
 
 
 class StreamLoop(SamplingLoop):
