@@ -21,7 +21,8 @@ from numba import njit
 
 from service.made import MADE, Bernoulli
 
-from .kernels import ACTIVATIONS, _act, _softplus
+from .kernel_draws import _act, _softplus
+from .kernels import ACTIVATIONS
 
 __all__ = ["NogilLogProb", "nogil_unsupported"]
 

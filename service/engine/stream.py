@@ -35,7 +35,9 @@ __all__ = ["StreamLoop"]
 
 log = logging.getLogger(__name__)
 
-_STEPS_PER_SWEEP = 8  # positions a run advances per visit: amortises the call (measured: 1 -> 8 = 2x)
+_STEPS_PER_SWEEP = (
+    16  # positions a run advances per call: amortises the call (measured: 1 -> 8 = 2x, 8 -> 16 +5%)
+)
 _INLINE_PREPARE = 65_536  # uniforms drawn on the event loop at most; larger requests, prefills: worker
 _RATE_WINDOW_S = 0.01  # shortest interval over which the drain rate is measured
 

@@ -18,6 +18,10 @@ CASES = {
     "bern-3orderings": dict(
         distribution=BERN, hidden=(12,), num_masks=3, ordering="random", vary_ordering=True
     ),
+    # wider layers than positions: several units finalise at each step, so the kernel adds them to the
+    # outputs four, two and one at a time; ReLU units are exactly 0 about half the time
+    "bern-wide-direct": dict(distribution=BERN, hidden=(90, 70), direct=True),
+    "logistic-wide-relu": dict(distribution=LOGI, hidden=(75,), activation="relu", num_masks=2),
     "bern-pooled": None,  # two MADEs pooled into one: hidden units side by side, unsorted by degree
     # the local head (a 4x4 image): a window read by a tied MLP, with context outputs, under one raster
     # ordering and under three random orderings that mask parts of the window; both read a mirror window

@@ -1,6 +1,6 @@
 """The numba kernel's most probable bin (temperature 0) is the reference's ``argmax`` over every bin's
 log-mass, for sharp, flat and multi-modal mixtures, means outside the range and on bin edges (it scores
-only the bins that can hold the largest mass; see ``kernels._mode_bin``)."""
+only the bins that can hold the largest mass; see ``kernel_draws._mode_bin``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from service.engine.kernels import _logistic_draw
+from service.engine.kernel_draws import _logistic_draw
 from service.made import DiscretizedLogistic
 
 
