@@ -4,8 +4,8 @@ engine work so that a client who disconnects cancels it."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from typing import TypeVar
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
@@ -14,6 +14,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .charset import json_as_utf8
+from .connections import DISCONNECT_EXTENSION
 from .errors import ClientClosedRequest, ProblemError, invalid
 from .limits import bracket_depth, json_structure
 from .offload import INLINE_BYTES, run_cpu
@@ -119,26 +120,39 @@ async def read_uploads(
         await form.close()
 
 
-async def run_cancellable(request: Request, work: Awaitable[T]) -> T:
+async def run_cancellable(request: Request, work: Coroutine[Any, Any, T]) -> T:
     """Await engine ``work`` while watching the connection: if the client disconnects first the work is
     cancelled (its rows leave the engine) and :class:`ClientClosedRequest` is raised.
 
-    The work runs in the request's own task; one watcher task waits for ``http.disconnect`` and cancels
-    it (one task per request, not two). Call it after the body has been read: the next ASGI message
-    is then ``http.disconnect``.
+    The work runs in the request's own task. Under the service's protocol the scope's disconnect hook
+    (:class:`~service.api.connections.DisconnectWatch`) cancels it when the connection is lost, with
+    no task or wake-up per request. Under any other server one watcher task waits for
+    ``http.disconnect`` and cancels it; call this after the body has been read, as the next ASGI
+    message is then ``http.disconnect``.
     """
     task = asyncio.current_task()
     assert task is not None
     gone = False
 
-    async def watch() -> None:
+    def cancel() -> None:
         nonlocal gone
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
         gone = True
         task.cancel()
 
-    watcher = asyncio.get_running_loop().create_task(watch())
+    watch = request.scope.get("extensions", {}).get(DISCONNECT_EXTENSION)
+    watcher: asyncio.Task[None] | None = None
+    if watch is not None:
+        if not watch(cancel):  # gone already: the work never starts
+            work.close()
+            raise ClientClosedRequest()
+    else:
+
+        async def wait_for_disconnect() -> None:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            cancel()
+
+        watcher = asyncio.get_running_loop().create_task(wait_for_disconnect())
     try:
         return await work
     except asyncio.CancelledError:
@@ -146,4 +160,7 @@ async def run_cancellable(request: Request, work: Awaitable[T]) -> T:
             raise ClientClosedRequest() from None
         raise
     finally:
-        watcher.cancel()
+        if watcher is not None:
+            watcher.cancel()
+        else:
+            watch(None)
