@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     max_active_rows: int = Field(1024, ge=1, description="Rows advanced together in one sampling step.")
     max_queued_rows: int = Field(4096, ge=0, description="Rows waiting for admission before 503.")
     admission_window_ms: float = Field(0.0, ge=0, description="Extra wait to gather arrivals for a step.")
+    join_next_turn: bool = Field(
+        True,
+        description="While rows are sampling, rows that arrive join them at the event loop's next turn "
+        "(a zero-delay timer), so the arrivals of one turn start together and share the kernel's weight "
+        "loads (the stream backend).",
+    )
     steps_per_chunk: int = Field(16, ge=1, description="Fewest sampling steps run between scheduler visits.")
     chunk_budget_ms: float = Field(
         50.0, ge=0, description="Compute a sampling chunk may grow to (arrivals and cancels preempt it)."

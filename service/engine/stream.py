@@ -244,13 +244,20 @@ class StreamLoop(SamplingLoop):
         self._arm_deadline()
 
     def _admission_open(self) -> bool:
-        """False during ``admission_window_ms`` after work reaches an idle engine, so arrivals close
-        together start together (they then share the kernel's weight loads). The window ends when its
-        timer fires, not by the clock: uvloop may fire a timer a little before ``time.monotonic()``
-        reaches its due time, and a clock check would then leave the queue waiting with no timer."""
-        window = self.config.admission_window_ms / 1000.0
-        gather = self._gather
-        if window <= 0 or self.sched.queued_rows == 0 or self.sched.active_rows > 0:
+        """False while waiting rows are held back so that arrivals close together start together (they
+        then share the kernel's weight loads): for ``admission_window_ms`` after work reaches an idle
+        engine, and, with ``join_next_turn``, until the event loop's next turn while rows are running.
+
+        The second is a timer of zero delay: uvloop and asyncio run it only after the I/O already read
+        has been handled, so every request of that batch joins at one position. Measured with ``hey``
+        on ``/sample`` (``docs/serving.md``): rows per kernel call 4.1 -> 7.3, 8% more requests per
+        second. A window ends when its timer fires, not by the clock: uvloop may fire a timer a little
+        before ``time.monotonic()`` reaches its due time, and a clock check would then leave the
+        queue waiting with no timer."""
+        sched, gather = self.sched, self._gather
+        busy = sched.active_rows > 0
+        window = 0.0 if busy else self.config.admission_window_ms / 1000.0
+        if sched.queued_rows == 0 or (window <= 0 and not (busy and self.config.join_next_turn)):
             if isinstance(gather, asyncio.TimerHandle):
                 gather.cancel()
             self._gather = None

@@ -41,6 +41,7 @@ class EngineConfig:
     max_active_rows: int = 1024
     max_queued_rows: int = 4096
     admission_window_ms: float = 0.0
+    join_next_turn: bool = True  # stream backend: arrivals join running rows at the loop's next turn
     steps_per_chunk: int = 16
     logprob_max_batch: int = 1024
     logprob_max_wait_ms: float = 0.0

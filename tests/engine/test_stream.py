@@ -191,3 +191,38 @@ def test_the_admission_window_ends_when_its_timer_fires_even_early():
 
     for s, out in enumerate(asyncio.run(body())):
         np.testing.assert_array_equal(out.x, reference(model, 1, s))
+
+
+@pytest.mark.parametrize("join_next_turn", [True, False])
+def test_arrivals_join_running_rows_together_at_the_next_turn(join_next_turn):
+    """While rows run, a request that arrives is held until the event loop's next turn, so one that
+    arrives a few callbacks later starts with it (one admission); without it each starts on its own."""
+    model = make_model(data_dim=16)
+
+    async def body():
+        engine = Engine(model, EngineConfig(backend="stream", join_next_turn=join_next_turn))
+        await engine.start()
+        admitted: list[list[int]] = []
+        activate = engine._loop._activate
+        engine._loop._activate = lambda ready: (
+            admitted.append([a.request.id for a in ready]),
+            activate(ready),
+        )
+        try:
+            with engine._loop.paused():  # the first request's row stays active: the engine is busy
+                first = asyncio.create_task(engine.sample(1, 0))
+                await wait_for(lambda: engine.stats().active_rows == 1)
+                second = asyncio.create_task(engine.sample(1, 1))
+                for _ in range(3):  # a few callbacks of this turn of the loop
+                    await asyncio.sleep(0)
+                third = asyncio.create_task(engine.sample(1, 2))
+                await wait_for(lambda: engine.stats().active_rows == 3)
+            outs = await asyncio.gather(first, second, third)
+        finally:
+            await engine.stop(1.0)
+        return admitted, outs
+
+    admitted, outs = asyncio.run(body())
+    assert [len(ids) for ids in admitted] == ([1, 2] if join_next_turn else [1, 1, 1])
+    for s, out in enumerate(outs):
+        np.testing.assert_array_equal(out.x, reference(model, 1, s))
